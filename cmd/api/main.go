@@ -1,0 +1,134 @@
+// Command api is the sharelinks HTTP API: the owner API, the recipient
+// endpoints, and the outbox relay that publishes their events.
+//
+//	api [serve]                 run the HTTP API (default)
+//	api migrate                 apply database migrations (idempotent)
+//	api keys create --owner N   create an API key; the key is the last line of stdout
+//	api keys list               list keys (prefixes only)
+//	api keys revoke PREFIX      revoke a key
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+
+	"github.com/sharelinks/sharelinks/internal/config"
+	"github.com/sharelinks/sharelinks/internal/link"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/secret"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, "api:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout io.Writer) error {
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "serve":
+		return serve(ctx, args)
+	case "migrate":
+		return migrateCmd(ctx, args, stdout)
+	case "keys":
+		return keysCmd(ctx, args, stdout)
+	}
+	return fmt.Errorf("unknown command %q (serve, migrate, keys)", cmd)
+}
+
+func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	var c config.Common
+	set := config.New("api migrate")
+	set.BindCommon(&c, false, false)
+	if err := set.Parse(args); err != nil {
+		return err
+	}
+	from, to, err := postgres.Migrate(ctx, c.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	fmt.Fprintf(stdout, "schema at version %d (was %d)\n", to, from)
+	return nil
+}
+
+func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return errors.New("keys needs a subcommand: create --owner NAME, list, revoke PREFIX")
+	}
+	sub, args := args[0], args[1:]
+	var c config.Common
+	set := config.New("api keys " + sub)
+	set.BindCommon(&c, false, false)
+	var owner string
+	if sub == "create" {
+		set.FlagSet().StringVar(&owner, "owner", "", "owner (application) name the key belongs to")
+		set.Check(func() error {
+			if strings.TrimSpace(owner) == "" {
+				return errors.New("keys create needs --owner NAME")
+			}
+			return nil
+		})
+	}
+	if err := set.Parse(args); err != nil {
+		return err
+	}
+	pool, err := postgres.Open(ctx, c.DatabaseURL, 2)
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	store := postgres.NewStore(pool, nil)
+	switch sub {
+	case "create":
+		key := secret.NewToken(link.APIKeyPrefix)
+		prefix := key[:len(link.APIKeyPrefix)+8]
+		if err := store.CreateKey(ctx, strings.TrimSpace(owner), prefix, secret.APIKeyHash(key)); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "created key %s for owner %q; it is shown only now:\n%s\n", prefix, owner, key)
+	case "list":
+		keys, err := store.ListKeys(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PREFIX\tOWNER\tCREATED\tREVOKED")
+		for _, k := range keys {
+			revoked := "-"
+			if k.RevokedAt != nil {
+				revoked = k.RevokedAt.UTC().Format("2006-01-02T15:04:05Z")
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", k.Prefix, k.Owner, k.CreatedAt.UTC().Format("2006-01-02T15:04:05Z"), revoked)
+		}
+		return tw.Flush()
+	case "revoke":
+		if len(set.Args()) != 1 {
+			return errors.New("keys revoke needs one PREFIX (see keys list)")
+		}
+		if err := store.RevokeKey(ctx, set.Args()[0]); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "revoked %s\n", set.Args()[0])
+	default:
+		return fmt.Errorf("unknown keys subcommand %q (create, list, revoke)", sub)
+	}
+	return nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/sharelinks/sharelinks/internal/config"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/grant"
+	"github.com/sharelinks/sharelinks/internal/httpapi"
+	"github.com/sharelinks/sharelinks/internal/link"
+	"github.com/sharelinks/sharelinks/internal/obs"
+	"github.com/sharelinks/sharelinks/internal/password"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+)
+
+type serveConfig struct {
+	config.Common
+	HTTPAddr        string
+	PublicBaseURL   string
+	MaxExpiry       time.Duration
+	ForbidOpenLinks bool
+	PhoneRegion     string
+	GrantTTL        time.Duration
+	SessionTTL      time.Duration
+	DBMaxConns      int
+	ShutdownTimeout time.Duration
+}
+
+func serve(ctx context.Context, args []string) error {
+	var c serveConfig
+	set := config.New("api serve")
+	set.BindCommon(&c.Common, true, true)
+	set.String(&c.HTTPAddr, "HTTP_ADDR", ":8080", "address the API listens on (also /metrics, /healthz, /readyz)")
+	set.String(&c.PublicBaseURL, "PUBLIC_BASE_URL", "", "what link URLs start with, e.g. https://share.example.com (default http://localhost:PORT)")
+	set.Duration(&c.MaxExpiry, "MAX_EXPIRY", 365*24*time.Hour, "how far ahead expires_at may be")
+	set.Bool(&c.ForbidOpenLinks, "FORBID_OPEN_LINKS", false, "refuse links without an authenticator")
+	set.String(&c.PhoneRegion, "DEFAULT_PHONE_REGION", "", "region for phone numbers given without +, e.g. US (empty: E.164 required)")
+	set.Duration(&c.GrantTTL, "GRANT_TTL", 60*time.Second, "lifetime of a signed grant")
+	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
+	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
+	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	if err := set.Parse(args); err != nil {
+		return err
+	}
+	log := obs.NewLogger(os.Stderr, c.LogFormat, c.LogLevel)
+
+	lis, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("HTTP_ADDR: listen on %s: %w", c.HTTPAddr, err)
+	}
+	defer lis.Close()
+	if c.PublicBaseURL == "" {
+		_, port, _ := net.SplitHostPort(lis.Addr().String())
+		c.PublicBaseURL = "http://localhost:" + port
+	}
+
+	pool, err := postgres.Open(ctx, c.DatabaseURL, int32(c.DBMaxConns))
+	if err != nil {
+		return fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	defer pool.Close()
+	nc, err := events.Connect(c.NATSURL, "sharelinks-api", log)
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncTimeout(5*time.Second))
+	if err != nil {
+		return fmt.Errorf("NATS_URL: jetstream: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = events.EnsureStreams(sctx, js, events.StreamOptions{Replicas: c.StreamReplicas})
+	cancel()
+	if err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+
+	reg := obs.NewRegistry(version)
+	relay := events.NewRelay(pool, js, log, events.NewRelayMetrics(reg))
+	store := postgres.NewStore(pool, relay.Wake)
+	signer, err := grant.NewSigner(c.Keys.GrantKey(), strings.TrimRight(c.PublicBaseURL, "/"), c.GrantTTL)
+	if err != nil {
+		return err
+	}
+	svc := link.NewService(store, c.Keys, password.NewHasher(password.Default, 0), signer, link.Config{
+		PublicBaseURL: c.PublicBaseURL,
+		Policy:        link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion},
+		SessionTTL:    c.SessionTTL,
+	})
+	ready := obs.NewReadiness()
+	ready.Add("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
+	ready.Add("nats", func(context.Context) error {
+		if s := nc.Status(); s != nats.CONNECTED {
+			return fmt.Errorf("nats %s", s)
+		}
+		return nil
+	})
+	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL}, svc, signer, reg, ready, log)
+	srv := &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	relayCtx, stopRelay := context.WithCancel(context.Background())
+	defer stopRelay()
+	g := new(errgroup.Group)
+	g.Go(func() error { return relay.Run(relayCtx) })
+	g.Go(func() error {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.Info("api listening", "addr", lis.Addr().String(), "public_base_url", c.PublicBaseURL, "version", version)
+
+	<-ctx.Done()
+	log.Info("shutting down: finishing in-flight requests")
+	shCtx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(shCtx); err != nil {
+		log.Warn("in-flight requests cut at shutdown timeout", "err", err)
+	}
+	// The relay flushes what the last requests committed before it stops.
+	stopRelay()
+	err = g.Wait()
+	if derr := nc.Drain(); derr != nil {
+		log.Warn("nats drain", "err", derr)
+	}
+	return err
+}

@@ -1,0 +1,228 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// RelayMetrics are the outbox relay's metrics.
+type RelayMetrics struct {
+	Pending   prometheus.Gauge
+	Published *prometheus.CounterVec
+	Lag       prometheus.Histogram
+}
+
+// NewRelayMetrics registers the relay metrics on reg.
+func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
+	m := &RelayMetrics{
+		Pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sharelinks_outbox_pending", Help: "Outbox rows not yet published to JetStream.",
+		}),
+		Published: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sharelinks_outbox_published_total", Help: "Outbox rows published, by result.",
+		}, []string{"result"}),
+		Lag: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sharelinks_outbox_publish_lag_seconds",
+			Help:    "Time from outbox row commit to JetStream publish ack.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120, 600},
+		}),
+	}
+	reg.MustRegister(m.Pending, m.Published, m.Lag)
+	return m
+}
+
+// Relay publishes outbox rows to JetStream. It is woken right after a commit
+// (Wake) and also polls, so rows written while NATS was down, or by a
+// process that died before publishing, still go out. Any number of relays
+// may run: each claims rows with FOR UPDATE SKIP LOCKED.
+type Relay struct {
+	pool    *pgxpool.Pool
+	js      jetstream.JetStream
+	log     *slog.Logger
+	metrics *RelayMetrics
+	wake    chan struct{}
+	// Batch is the most rows one claim takes.
+	Batch int
+	// Poll is the fallback interval when nobody wakes the relay.
+	Poll time.Duration
+	// AckTimeout bounds the wait for a batch's publish acks.
+	AckTimeout time.Duration
+}
+
+// NewRelay builds a relay; call Run to start it.
+func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, m *RelayMetrics) *Relay {
+	return &Relay{
+		pool: pool, js: js, log: log, metrics: m,
+		wake:  make(chan struct{}, 1),
+		Batch: 500, Poll: time.Second, AckTimeout: 5 * time.Second,
+	}
+}
+
+// Wake asks the relay to publish now. It never blocks.
+func (r *Relay) Wake() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run publishes until ctx ends, then makes one last bounded attempt to
+// flush what is pending so a deploy leaves nothing for the poll of another
+// instance that may not exist.
+func (r *Relay) Run(ctx context.Context) error {
+	t := time.NewTicker(r.Poll)
+	defer t.Stop()
+	backoff := time.Duration(0)
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			if _, err := r.Flush(fctx); err != nil {
+				r.log.Warn("outbox flush at shutdown incomplete; rows stay for the next relay", "err", err)
+			}
+			return nil
+		case <-r.wake:
+		case <-t.C:
+			r.updatePending(ctx)
+		}
+		if backoff > 0 {
+			// NATS was down on the last try: do not hammer it on every wake.
+			select {
+			case <-ctx.Done():
+				continue
+			case <-time.After(backoff):
+			}
+		}
+		if _, err := r.Flush(ctx); err != nil {
+			if ctx.Err() == nil {
+				r.log.Warn("outbox publish failed; will retry", "err", err)
+			}
+			backoff = min(max(backoff*2, 100*time.Millisecond), 5*time.Second)
+			continue
+		}
+		backoff = 0
+	}
+}
+
+// Flush publishes batches until no unpublished row is left (or one fails).
+func (r *Relay) Flush(ctx context.Context) (int, error) {
+	total := 0
+	for {
+		n, err := r.publishBatch(ctx)
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < r.Batch {
+			return total, nil
+		}
+	}
+}
+
+type outboxRow struct {
+	id        string
+	subject   string
+	payload   []byte
+	createdAt time.Time
+}
+
+func (r *Relay) publishBatch(ctx context.Context) (int, error) {
+	published := 0
+	var pubErr error
+	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `
+			SELECT id::text, subject, payload, created_at FROM outbox
+			WHERE published_at IS NULL
+			ORDER BY id
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED`, r.Batch)
+		if err != nil {
+			return fmt.Errorf("claim outbox rows: %w", err)
+		}
+		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+			var o outboxRow
+			err := row.Scan(&o.id, &o.subject, &o.payload, &o.createdAt)
+			return o, err
+		})
+		if err != nil {
+			return fmt.Errorf("read outbox rows: %w", err)
+		}
+		if len(batch) == 0 {
+			return nil
+		}
+		var ok []string
+		ok, pubErr = r.publish(ctx, batch)
+		if len(ok) > 0 {
+			if _, err := tx.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])`, ok); err != nil {
+				return fmt.Errorf("mark outbox rows published: %w", err)
+			}
+		}
+		published = len(ok)
+		// Commit what was acked even when part of the batch failed: the rest
+		// stays unpublished for the next attempt.
+		return nil
+	})
+	if err != nil {
+		// Rolled back: rows acked by JetStream will be published again and
+		// its dedup on Nats-Msg-Id absorbs the duplicates.
+		return 0, err
+	}
+	return published, pubErr
+}
+
+// publish sends a batch asynchronously and returns the ids acked.
+func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error) {
+	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	var firstErr error
+	for _, o := range batch {
+		msg := &nats.Msg{Subject: o.subject, Data: o.payload, Header: nats.Header{}}
+		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(o.id))
+		if err != nil {
+			firstErr = fmt.Errorf("publish %s: %w", o.subject, err)
+			break
+		}
+		futures = append(futures, f)
+	}
+	timeout := time.NewTimer(r.AckTimeout)
+	defer timeout.Stop()
+	ok := make([]string, 0, len(futures))
+	for i, f := range futures {
+		select {
+		case <-f.Ok():
+			ok = append(ok, batch[i].id)
+			r.metrics.Published.WithLabelValues("ok").Inc()
+			r.metrics.Lag.Observe(time.Since(batch[i].createdAt).Seconds())
+		case err := <-f.Err():
+			r.metrics.Published.WithLabelValues("error").Inc()
+			if firstErr == nil {
+				firstErr = fmt.Errorf("publish ack %s: %w", batch[i].subject, err)
+			}
+		case <-timeout.C:
+			r.metrics.Published.WithLabelValues("error").Add(float64(len(futures) - i))
+			if firstErr == nil {
+				firstErr = errors.New("timed out waiting for publish acks")
+			}
+			return ok, firstErr
+		case <-ctx.Done():
+			return ok, ctx.Err()
+		}
+	}
+	return ok, firstErr
+}
+
+func (r *Relay) updatePending(ctx context.Context) {
+	var n int64
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err == nil {
+		r.metrics.Pending.Set(float64(n))
+	}
+}

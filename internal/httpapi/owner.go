@@ -1,0 +1,277 @@
+package httpapi
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+type authenticatorJSON struct {
+	AuthType    string `json:"auth_type"`
+	AuthContext string `json:"auth_context,omitempty"`
+}
+
+type linkJSON struct {
+	ID             string            `json:"id"`
+	URL            string            `json:"url"`
+	Status         string            `json:"status"`
+	LinkType       string            `json:"link_type"`
+	Targets        []link.Target     `json:"targets"`
+	ExpiresAt      time.Time         `json:"expires_at"`
+	MaxAccessCount *int              `json:"max_access_count"`
+	AccessCount    int               `json:"access_count"`
+	Authenticator  authenticatorJSON `json:"authenticator"`
+	Title          string            `json:"title"`
+	Message        string            `json:"message"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	RevokedAt      *time.Time        `json:"revoked_at"`
+	LastAccessedAt *time.Time        `json:"last_accessed_at"`
+}
+
+func toLinkJSON(v link.View) linkJSON {
+	return linkJSON{
+		ID: v.ID, URL: v.URL, Status: v.Status, LinkType: v.LinkType, Targets: v.Targets,
+		ExpiresAt: v.ExpiresAt.UTC(), MaxAccessCount: v.MaxAccessCount, AccessCount: v.AccessCount,
+		Authenticator: authenticatorJSON{AuthType: v.AuthType, AuthContext: link.MaskRecipient(v.AuthType, v.Recipient)},
+		Title:         v.Title, Message: v.Message, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC(),
+		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt,
+	}
+}
+
+func toLinksJSON(views []link.View) []linkJSON {
+	out := make([]linkJSON, len(views))
+	for i, v := range views {
+		out[i] = toLinkJSON(v)
+	}
+	return out
+}
+
+func (s *Server) createLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	var body struct {
+		Links []link.Spec `json:"links"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	views, err := s.svc.Create(r.Context(), o, body.Links)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"links": toLinksJSON(views)})
+	return nil
+}
+
+func (s *Server) getLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	v, err := s.svc.Get(r.Context(), o, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toLinkJSON(v))
+	return nil
+}
+
+func (s *Server) listLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	q, err := parseListQuery(r)
+	if err != nil {
+		return err
+	}
+	views, count, next, err := s.svc.List(r.Context(), o, q)
+	if err != nil {
+		return err
+	}
+	resp := map[string]any{"links": toLinksJSON(views), "count": count}
+	if next != nil {
+		raw, _ := json.Marshal(next)
+		resp["last"] = base64.RawURLEncoding.EncodeToString(raw)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func parseListQuery(r *http.Request) (link.Query, error) {
+	v := r.URL.Query()
+	for k := range v {
+		switch k {
+		case "status", "link_type", "target_id", "recipient", "order_by", "order", "size", "last":
+		default:
+			e := apperr.New(apperr.Invalid, "unknown_parameter", "unknown query parameter %q", k)
+			e.Field = k
+			return link.Query{}, e
+		}
+	}
+	q := link.Query{
+		Status: v.Get("status"), LinkType: v.Get("link_type"), TargetID: v.Get("target_id"),
+		OrderBy: v.Get("order_by"), Size: 20, Desc: true,
+	}
+	switch q.Status {
+	case "", link.StatusActive, link.StatusExpired, link.StatusExhausted, link.StatusRevoked:
+	default:
+		return q, apperr.Field("status", "invalid_status", "status must be active, expired, exhausted or revoked")
+	}
+	switch q.LinkType {
+	case "", "view", "download", "upload", "editor":
+	default:
+		return q, apperr.Field("link_type", "invalid_link_type", "link_type must be view, download, upload or editor")
+	}
+	switch q.OrderBy {
+	case "":
+		q.OrderBy = "created_at"
+	case "created_at", "expires_at":
+	default:
+		return q, apperr.Field("order_by", "invalid_order_by", "order_by must be created_at or expires_at")
+	}
+	switch v.Get("order") {
+	case "", "desc":
+	case "asc":
+		q.Desc = false
+	default:
+		return q, apperr.Field("order", "invalid_order", "order must be asc or desc")
+	}
+	if sz := v.Get("size"); sz != "" {
+		n, err := strconv.Atoi(sz)
+		if err != nil || n < 1 || n > 100 {
+			return q, apperr.Field("size", "invalid_size", "size must be 1 to 100")
+		}
+		q.Size = n
+	}
+	if rcpt := strings.TrimSpace(v.Get("recipient")); rcpt != "" {
+		if strings.HasPrefix(rcpt, "+") {
+			p, err := link.NormalizePhone(rcpt, "")
+			if err != nil {
+				return q, apperr.Field("recipient", "invalid_recipient", "%s", err.Error())
+			}
+			q.Recipient = p
+		} else {
+			e, err := link.NormalizeEmail(rcpt)
+			if err != nil {
+				return q, apperr.Field("recipient", "invalid_recipient", "%s", err.Error())
+			}
+			q.Recipient = e
+		}
+	}
+	if last := v.Get("last"); last != "" {
+		var c link.Cursor
+		raw, err := base64.RawURLEncoding.DecodeString(last)
+		if err != nil || json.Unmarshal(raw, &c) != nil || c.ID == "" {
+			return q, apperr.Field("last", "invalid_cursor", "last must be the value of a previous response's last")
+		}
+		if c.OrderBy != q.OrderBy || c.Desc != q.Desc {
+			return q, apperr.Field("last", "invalid_cursor", "the cursor belongs to another ordering; keep order_by and order the same while paging")
+		}
+		q.After = &c
+	}
+	return q, nil
+}
+
+func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	id := r.PathValue("id")
+	_, notFound, err := s.svc.Revoke(r.Context(), o, []string{id})
+	if err != nil {
+		return err
+	}
+	if len(notFound) > 0 {
+		return apperr.New(apperr.NotFound, "link_not_found", "link not found")
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	var body struct {
+		IDs []string `json:"ids"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	revoked, notFound, err := s.svc.Revoke(r.Context(), o, body.IDs)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "not_found": notFound})
+	return nil
+}
+
+type notificationJSON struct {
+	ID         string     `json:"id"`
+	LinkID     string     `json:"link_id"`
+	Channel    string     `json:"channel"`
+	Recipient  string     `json:"recipient"`
+	Status     string     `json:"status"`
+	Attempts   int        `json:"attempts"`
+	LastError  *string    `json:"last_error"`
+	ProviderID *string    `json:"provider_id"`
+	SentAt     *time.Time `json:"sent_at"`
+	CreatedAt  time.Time  `json:"created_at"`
+	UpdatedAt  time.Time  `json:"updated_at"`
+}
+
+func maskAddress(channel, recipient string) string {
+	if channel == "sms" {
+		return link.MaskPhone(recipient)
+	}
+	return link.MaskEmail(recipient)
+}
+
+func toNotificationJSON(n link.Notification) notificationJSON {
+	return notificationJSON{
+		ID: n.ID, LinkID: n.LinkID, Channel: n.Channel, Recipient: maskAddress(n.Channel, n.Recipient),
+		Status: n.Status, Attempts: n.Attempts, LastError: n.LastError, ProviderID: n.ProviderID,
+		SentAt: n.SentAt, CreatedAt: n.CreatedAt.UTC(), UpdatedAt: n.UpdatedAt.UTC(),
+	}
+}
+
+func (s *Server) sendLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	var body struct {
+		LinkIDs    []string `json:"link_ids"`
+		Recipients []string `json:"recipients"`
+		Message    string   `json:"message"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	notes, err := s.svc.Send(r.Context(), o, body.LinkIDs, body.Recipients, body.Message)
+	if err != nil {
+		return err
+	}
+	type queued struct {
+		ID        string `json:"id"`
+		LinkID    string `json:"link_id"`
+		Recipient string `json:"recipient"`
+		Status    string `json:"status"`
+	}
+	out := make([]queued, len(notes))
+	for i, n := range notes {
+		out[i] = queued{ID: n.ID, LinkID: n.LinkID, Recipient: maskAddress(n.Channel, n.Recipient), Status: n.Status}
+	}
+	writeJSON(w, http.StatusAccepted, map[string]any{"notifications": out})
+	return nil
+}
+
+func (s *Server) getNotification(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	n, err := s.svc.Notification(r.Context(), o, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toNotificationJSON(n))
+	return nil
+}
+
+func (s *Server) linkNotifications(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	notes, err := s.svc.LinkNotifications(r.Context(), o, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	out := make([]notificationJSON, len(notes))
+	for i, n := range notes {
+		out[i] = toNotificationJSON(n)
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"notifications": out})
+	return nil
+}

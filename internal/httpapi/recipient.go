@@ -1,0 +1,127 @@
+package httpapi
+
+import (
+	"html/template"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+// AccessCookie carries the recipient's access token, scoped to one link.
+const AccessCookie = "sl_access"
+
+func recipientActor(r *http.Request) events.Actor {
+	ip, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		ip = r.RemoteAddr
+	}
+	ua := r.UserAgent()
+	if len(ua) > 512 {
+		ua = ua[:512]
+	}
+	return events.Actor{Type: "recipient", IP: ip, UserAgent: ua}
+}
+
+func wantsJSON(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept"), "application/json")
+}
+
+var landingPage = template.Must(template.New("landing").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{if .Title}}{{.Title}}{{else}}Shared with you{{end}}</title></head>
+<body><main>
+<h1>{{if .Title}}{{.Title}}{{else}}Shared with you{{end}}</h1>
+{{if .Message}}<p>{{.Message}}</p>{{end}}
+<p>Expires {{.ExpiresAt.Format "Mon 2 Jan 2006 15:04 MST"}}.</p>
+</main></body></html>`))
+
+func (s *Server) landing(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.svc.Resolve(r.Context(), r.PathValue("token"))
+	if err != nil {
+		return err
+	}
+	if wantsJSON(r) {
+		resp := map[string]any{
+			"title": l.Title, "message": l.Message, "link_type": l.LinkType,
+			"auth_type": l.AuthType, "expires_at": l.ExpiresAt.UTC(),
+		}
+		if d := l.Destination(); d != "" {
+			resp["destination"] = d
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return nil
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	return landingPage.Execute(w, l)
+}
+
+func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
+	var body struct {
+		Password string `json:"password"`
+		Code     string `json:"code"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	token := r.PathValue("token")
+	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, recipientActor(r))
+	if err != nil {
+		return err
+	}
+	s.setAccessCookie(w, token, acc.Token, acc.ExpiresIn)
+	writeJSON(w, http.StatusOK, map[string]any{
+		"access_token": acc.Token, "token_type": "Bearer", "expires_in": int(acc.ExpiresIn / time.Second),
+	})
+	return nil
+}
+
+func (s *Server) setAccessCookie(w http.ResponseWriter, token, access string, ttl time.Duration) {
+	http.SetCookie(w, &http.Cookie{
+		Name: AccessCookie, Value: access, Path: "/s/" + token, MaxAge: int(ttl / time.Second),
+		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: s.secure,
+	})
+}
+
+// accessToken reads the access token from the Authorization header or the cookie.
+func accessToken(r *http.Request) string {
+	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
+		return strings.TrimSpace(t)
+	}
+	if c, err := r.Cookie(AccessCookie); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+func (s *Server) targets(w http.ResponseWriter, r *http.Request) error {
+	l, err := s.svc.SessionLink(r.Context(), r.PathValue("token"), accessToken(r))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"link_type": l.LinkType, "targets": l.Targets})
+	return nil
+}
+
+func (s *Server) open(w http.ResponseWriter, r *http.Request) error {
+	token, target := r.PathValue("token"), r.URL.Query().Get("target")
+	var o link.Opened
+	var err error
+	if at := accessToken(r); at != "" {
+		o, err = s.svc.Open(r.Context(), token, at, target, recipientActor(r))
+	} else {
+		o, err = s.svc.OpenDirect(r.Context(), token, target, recipientActor(r))
+	}
+	if err != nil {
+		return err
+	}
+	if o.Redirect != "" {
+		http.Redirect(w, r, o.Redirect, http.StatusFound)
+		return nil
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"grant": o.Grant.Token, "target": o.Target})
+	return nil
+}

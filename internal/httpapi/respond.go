@@ -1,0 +1,131 @@
+// Package httpapi is the HTTP edge: the owner API, the recipient endpoints
+// and pages, middleware, and the one table mapping errors to statuses.
+package httpapi
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+)
+
+// MaxBody is the largest request body accepted.
+const MaxBody = 1 << 20
+
+var statusOf = map[apperr.Code]int{
+	apperr.Invalid:          http.StatusBadRequest,
+	apperr.Unauthorized:     http.StatusUnauthorized,
+	apperr.Forbidden:        http.StatusForbidden,
+	apperr.NotFound:         http.StatusNotFound,
+	apperr.MethodNotAllowed: http.StatusMethodNotAllowed,
+	apperr.Conflict:         http.StatusConflict,
+	apperr.TooLarge:         http.StatusRequestEntityTooLarge,
+	apperr.Unsupported:      http.StatusUnsupportedMediaType,
+	apperr.TooMany:          http.StatusTooManyRequests,
+	apperr.Upstream:         http.StatusBadGateway,
+	apperr.Unavailable:      http.StatusServiceUnavailable,
+	apperr.Internal:         http.StatusInternalServerError,
+}
+
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	if v != nil {
+		_ = json.NewEncoder(w).Encode(v)
+	}
+}
+
+// writeError is the single place an error becomes a status code. Internal
+// errors are logged with the request id and shown to clients only as a
+// generic message.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	e, ok := apperr.As(err)
+	if !ok {
+		log.ErrorContext(r.Context(), "request failed", "err", err, "request_id", requestID(r.Context()),
+			"route", r.Pattern)
+		e = apperr.New(apperr.Internal, "internal", "internal error; request id %s", requestID(r.Context()))
+	}
+	if e.RetryAfter > 0 {
+		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))
+	}
+	writeJSON(w, statusOf[e.Code], errorBody{Error: errorDetail{Code: e.Reason, Message: e.Message, Field: e.Field}})
+}
+
+// decode reads a JSON body strictly: the right content type, at most
+// MaxBody bytes, no unknown fields, exactly one value.
+func decode(w http.ResponseWriter, r *http.Request, dst any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/json" {
+			return apperr.New(apperr.Unsupported, "unsupported_media_type", "send the body as application/json")
+		}
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	if err := dec.Decode(&struct{}{}); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return decodeError(err)
+		}
+		return apperr.New(apperr.Invalid, "invalid_json", "the body must hold exactly one JSON value")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		syntax   *json.SyntaxError
+		typ      *json.UnmarshalTypeError
+		tooLarge *http.MaxBytesError
+		timeErr  *time.ParseError
+	)
+	switch {
+	case errors.As(err, &tooLarge):
+		return apperr.New(apperr.TooLarge, "body_too_large", "the body is larger than %d bytes", MaxBody)
+	case errors.As(err, &syntax):
+		return apperr.New(apperr.Invalid, "invalid_json", "malformed JSON at byte %d", syntax.Offset)
+	case errors.As(err, &typ):
+		e := apperr.New(apperr.Invalid, "invalid_json", "%s must be %s, not %s", fieldOr(typ.Field), typ.Type, typ.Value)
+		e.Field = typ.Field
+		return e
+	case errors.As(err, &timeErr):
+		return apperr.New(apperr.Invalid, "invalid_time", "times must be RFC 3339, like 2026-12-31T23:59:59Z: %q", timeErr.Value)
+	case errors.Is(err, io.EOF):
+		return apperr.New(apperr.Invalid, "invalid_json", "the body is empty")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return apperr.New(apperr.Invalid, "invalid_json", "the body ends in the middle of a JSON value")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		e := apperr.New(apperr.Invalid, "unknown_field", "unknown field %q", name)
+		e.Field = name
+		return e
+	}
+	return apperr.New(apperr.Invalid, "invalid_json", "cannot decode the body: %s", err.Error())
+}
+
+func fieldOr(f string) string {
+	if f == "" {
+		return "the value"
+	}
+	return fmt.Sprintf("%q", f)
+}

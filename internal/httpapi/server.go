@@ -1,0 +1,101 @@
+package httpapi
+
+import (
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/grant"
+	"github.com/sharelinks/sharelinks/internal/link"
+	"github.com/sharelinks/sharelinks/internal/obs"
+)
+
+// Config is the edge's own configuration.
+type Config struct {
+	PublicBaseURL string
+}
+
+// Server holds the handlers' dependencies.
+type Server struct {
+	svc    *link.Service
+	signer *grant.Signer
+	log    *slog.Logger
+	cfg    Config
+	secure bool // cookies get Secure when the public URL is https
+}
+
+// New returns the API's handler with every route, /metrics and the probes.
+func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Registry, ready *obs.Readiness, log *slog.Logger) http.Handler {
+	s := &Server{svc: svc, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://")}
+	mux := http.NewServeMux()
+
+	owner := func(h func(http.ResponseWriter, *http.Request, link.Owner) error) http.Handler {
+		return s.ownerOnly(h)
+	}
+	mux.Handle("POST /v1/links", owner(s.createLinks))
+	mux.Handle("GET /v1/links", owner(s.listLinks))
+	mux.Handle("GET /v1/links/{id}", owner(s.getLink))
+	mux.Handle("DELETE /v1/links/{id}", owner(s.deleteLink))
+	mux.Handle("POST /v1/links/revoke", owner(s.revokeLinks))
+	mux.Handle("POST /v1/links/send", owner(s.sendLinks))
+	mux.Handle("GET /v1/links/{id}/notifications", owner(s.linkNotifications))
+	mux.Handle("GET /v1/notifications/{id}", owner(s.getNotification))
+
+	mux.Handle("GET /s/{token}", s.recipient(s.landing))
+	mux.Handle("POST /s/{token}/verify", s.recipient(s.verify))
+	mux.Handle("GET /s/{token}/targets", s.recipient(s.targets))
+	mux.Handle("GET /s/{token}/open", s.recipient(s.open))
+	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+
+	obs.Handle(mux, reg, ready)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
+	})
+	return instrument(mux, NewMetrics(reg), log)
+}
+
+type handlerFunc func(http.ResponseWriter, *http.Request) error
+
+// ownerOnly authenticates the bearer API key and passes the owner on.
+func (s *Server) ownerOnly(h func(http.ResponseWriter, *http.Request, link.Owner) error) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		key, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok {
+			writeError(w, r, s.log, apperr.New(apperr.Unauthorized, "invalid_api_key", "send the API key as Authorization: Bearer slk_..."))
+			return
+		}
+		o, err := s.svc.Authenticate(r.Context(), strings.TrimSpace(key))
+		if err == nil {
+			err = h(w, r, o)
+		}
+		if err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
+// recipient wraps public endpoints: the headers every capability-URL page
+// needs (no referrer: the token is in the URL; no caching; no framing).
+func (s *Server) recipient(h handlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Set("Cache-Control", "no-store")
+		hd.Set("Referrer-Policy", "no-referrer")
+		hd.Set("X-Frame-Options", "DENY")
+		hd.Set("X-Content-Type-Options", "nosniff")
+		hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'self'; img-src 'self' https:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+		if err := h(w, r); err != nil {
+			writeError(w, r, s.log, err)
+		}
+	})
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(s.signer.JWKS())
+}

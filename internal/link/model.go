@@ -1,0 +1,99 @@
+package link
+
+import (
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+)
+
+// Owner is an application authenticated by one of its API keys.
+type Owner struct {
+	ID        string
+	Name      string
+	KeyPrefix string
+}
+
+// Link is a stored share link.
+type Link struct {
+	ID             string
+	OwnerID        string
+	TokenHash      []byte
+	TokenSealed    []byte
+	Status         string // stored status; see EffectiveStatus
+	LinkType       string
+	AuthType       string
+	Recipient      string // normalised email or E.164 phone (OTP links)
+	PasswordHash   string
+	Targets        []Target
+	ExpiresAt      time.Time
+	MaxAccessCount *int
+	AccessCount    int
+	Title          string
+	Message        string
+	LockedUntil    *time.Time
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+	RevokedAt      *time.Time
+	LastAccessedAt *time.Time
+}
+
+// Notification is one "Open" message to one recipient about one link.
+type Notification struct {
+	ID         string
+	OwnerID    string
+	LinkID     string
+	Channel    string // email | sms
+	Recipient  string
+	Message    string
+	Status     string // queued | sent | failed
+	Attempts   int
+	LastError  *string
+	ProviderID *string
+	SentAt     *time.Time
+	CreatedAt  time.Time
+	UpdatedAt  time.Time
+}
+
+// Query filters and orders an owner's links; After is the decoded cursor.
+type Query struct {
+	Status    string
+	LinkType  string
+	TargetID  string
+	Recipient string
+	OrderBy   string // created_at | expires_at
+	Desc      bool
+	Size      int
+	After     *Cursor
+}
+
+// Cursor is a keyset position: the order column's value and the id.
+type Cursor struct {
+	OrderBy string    `json:"o"`
+	Desc    bool      `json:"d"`
+	At      time.Time `json:"t"`
+	ID      string    `json:"i"`
+}
+
+// Session is a recipient's proof of a successful verification.
+type Session struct {
+	ID        string
+	LinkID    string
+	TokenHash []byte
+	ExpiresAt time.Time
+}
+
+// AccessRequest is one access to count: a verification that opens a
+// session, or a direct open of an open link that issues a grant.
+type AccessRequest struct {
+	Link        Link
+	Actor       events.Actor
+	Session     *Session           // set for verify
+	Opened      *events.OpenedData // set for a direct open
+	ChallengeID string             // OTP challenge consumed by this access, if any
+}
+
+// AccessResult is the link's count after the access.
+type AccessResult struct {
+	AccessCount int
+	Exhausted   bool
+}

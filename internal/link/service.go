@@ -1,0 +1,506 @@
+package link
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/grant"
+	"github.com/sharelinks/sharelinks/internal/password"
+	"github.com/sharelinks/sharelinks/internal/secret"
+)
+
+// Store is what the service needs from persistence.
+type Store interface {
+	OwnerByKeyHash(ctx context.Context, hash []byte) (Owner, error)
+	InsertLinks(ctx context.Context, links []Link, notes []Notification, evs []events.Event) error
+	GetLink(ctx context.Context, ownerID, id string) (Link, error)
+	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
+	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
+	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
+	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event) error
+	GetNotification(ctx context.Context, ownerID, id string) (Notification, error)
+	LinkNotifications(ctx context.Context, ownerID, linkID string) ([]Notification, error)
+	LinkByTokenHash(ctx context.Context, hash []byte) (Link, error)
+	ChargeVerifyAttempt(ctx context.Context, linkID string, limit int, lockFor time.Duration) error
+	FailVerify(ctx context.Context, l Link, reason string, actor events.Actor, limit int, lockFor time.Duration) error
+	Access(ctx context.Context, r AccessRequest) (AccessResult, error)
+	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
+	InsertEvents(ctx context.Context, evs ...events.Event) error
+}
+
+// Config is the service's behaviour that operators set.
+type Config struct {
+	PublicBaseURL string
+	Policy        Policy
+	SessionTTL    time.Duration // how long an access token lasts
+	VerifyLimit   int           // wrong passwords before a lockout
+	LockFor       time.Duration // lockout length
+}
+
+// Service is what the HTTP API calls: owners manage links, recipients
+// verify and open them.
+type Service struct {
+	store  Store
+	keys   *secret.Keys
+	hasher *password.Hasher
+	signer *grant.Signer
+	cfg    Config
+	now    func() time.Time
+}
+
+// NewService wires the service.
+func NewService(store Store, keys *secret.Keys, hasher *password.Hasher, signer *grant.Signer, cfg Config) *Service {
+	if cfg.SessionTTL == 0 {
+		cfg.SessionTTL = 30 * time.Minute
+	}
+	if cfg.VerifyLimit == 0 {
+		cfg.VerifyLimit = 5
+	}
+	if cfg.LockFor == 0 {
+		cfg.LockFor = 15 * time.Minute
+	}
+	if cfg.Policy.MaxExpiry == 0 {
+		cfg.Policy.MaxExpiry = 365 * 24 * time.Hour
+	}
+	cfg.PublicBaseURL = strings.TrimRight(cfg.PublicBaseURL, "/")
+	return &Service{store: store, keys: keys, hasher: hasher, signer: signer, cfg: cfg, now: time.Now}
+}
+
+// View is a link as its owner sees it.
+type View struct {
+	Link
+	URL string
+}
+
+// Token prefixes make leaked secrets recognisable (and scannable).
+const (
+	LinkTokenPrefix    = ""
+	SessionTokenPrefix = "sla_"
+	APIKeyPrefix       = "slk_"
+)
+
+// Authenticate resolves an API key to its owner.
+func (s *Service) Authenticate(ctx context.Context, key string) (Owner, error) {
+	if !strings.HasPrefix(key, APIKeyPrefix) || len(key) > 200 {
+		return Owner{}, apperr.New(apperr.Unauthorized, "invalid_api_key", "the API key is missing, unknown or revoked")
+	}
+	return s.store.OwnerByKeyHash(ctx, secret.APIKeyHash(key))
+}
+
+func (s *Service) view(l Link) (View, error) {
+	tok, err := s.keys.Open(l.TokenSealed, []byte(l.ID))
+	if err != nil {
+		return View{}, fmt.Errorf("unseal token of %s: %w", l.ID, err)
+	}
+	l.Status = EffectiveStatus(l.Status, l.ExpiresAt, s.now())
+	return View{Link: l, URL: s.cfg.PublicBaseURL + "/s/" + string(tok)}, nil
+}
+
+// Create validates every spec first, then writes all links, notifications
+// and events in one transaction.
+func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec) ([]View, error) {
+	if len(specs) == 0 || len(specs) > MaxSpecs {
+		return nil, apperr.Field("links", "invalid_links", "send 1 to %d link specs", MaxSpecs)
+	}
+	now := s.now()
+	validated := make([]Validated, len(specs))
+	for i, sp := range specs {
+		v, err := sp.Validate(fmt.Sprintf("links[%d]", i), now, s.cfg.Policy)
+		if err != nil {
+			return nil, err
+		}
+		validated[i] = v
+	}
+	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
+	var links []Link
+	var notes []Notification
+	var evs []events.Event
+	for _, v := range validated {
+		for _, a := range v.Auths {
+			id := uuid.Must(uuid.NewV7()).String()
+			tok := secret.NewToken(LinkTokenPrefix)
+			l := Link{
+				ID: id, OwnerID: owner.ID,
+				TokenHash: s.keys.LookupHash(tok), TokenSealed: s.keys.Seal([]byte(tok), []byte(id)),
+				Status: StatusActive, LinkType: v.Spec.LinkType, AuthType: a.Type, Recipient: a.Recipient,
+				Targets: v.Spec.Targets, ExpiresAt: v.Spec.ExpiresAt.UTC(), MaxAccessCount: v.Spec.MaxAccessCount,
+				Title: v.Spec.Title, Message: v.Spec.Message, CreatedAt: now, UpdatedAt: now,
+			}
+			if a.Type == AuthPassword {
+				h, err := s.hasher.Hash(ctx, a.Password)
+				if err != nil {
+					return nil, err
+				}
+				l.PasswordHash = h
+			}
+			links = append(links, l)
+			evs = append(evs, events.Must(events.LinkCreated, owner.ID, id, actor, events.CreatedData{
+				LinkType: l.LinkType, AuthType: l.AuthType, ExpiresAt: l.ExpiresAt,
+				MaxAccessCount: l.MaxAccessCount, TargetCount: len(l.Targets),
+			}))
+			if v.Spec.Notify && l.Recipient != "" {
+				n := newNotification(owner.ID, id, l.Recipient, "")
+				notes = append(notes, n)
+				evs = append(evs, notificationEvent(n, actor))
+			}
+		}
+	}
+	if err := s.store.InsertLinks(ctx, links, notes, evs); err != nil {
+		return nil, err
+	}
+	views := make([]View, len(links))
+	for i, l := range links {
+		v, err := s.view(l)
+		if err != nil {
+			return nil, err
+		}
+		views[i] = v
+	}
+	return views, nil
+}
+
+func newNotification(ownerID, linkID, recipient, message string) Notification {
+	ch := "email"
+	if strings.HasPrefix(recipient, "+") {
+		ch = "sms"
+	}
+	return Notification{
+		ID: uuid.Must(uuid.NewV7()).String(), OwnerID: ownerID, LinkID: linkID,
+		Channel: ch, Recipient: recipient, Message: message, Status: "queued",
+	}
+}
+
+func notificationEvent(n Notification, actor events.Actor) events.Event {
+	return events.Must(events.NotificationRequested, n.OwnerID, n.LinkID, actor,
+		events.NotificationData{NotificationID: n.ID, Channel: n.Channel})
+}
+
+// Get returns one of the owner's links.
+func (s *Service) Get(ctx context.Context, owner Owner, id string) (View, error) {
+	l, err := s.store.GetLink(ctx, owner.ID, id)
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(l)
+}
+
+// List returns a page of the owner's links, the total matching, and the
+// cursor of the next page (nil on the last).
+func (s *Service) List(ctx context.Context, owner Owner, q Query) ([]View, int, *Cursor, error) {
+	links, count, err := s.store.ListLinks(ctx, owner.ID, q)
+	if err != nil {
+		return nil, 0, nil, err
+	}
+	var next *Cursor
+	if len(links) > q.Size {
+		links = links[:q.Size]
+		last := links[len(links)-1]
+		at := last.CreatedAt
+		if q.OrderBy == "expires_at" {
+			at = last.ExpiresAt
+		}
+		next = &Cursor{OrderBy: q.OrderBy, Desc: q.Desc, At: at, ID: last.ID}
+	}
+	views := make([]View, len(links))
+	for i, l := range links {
+		if views[i], err = s.view(l); err != nil {
+			return nil, 0, nil, err
+		}
+	}
+	return views, count, next, nil
+}
+
+// Revoke revokes up to MaxSpecs of the owner's links at once.
+func (s *Service) Revoke(ctx context.Context, owner Owner, ids []string) (revoked, notFound []string, err error) {
+	if len(ids) == 0 || len(ids) > MaxSpecs {
+		return nil, nil, apperr.Field("ids", "invalid_ids", "send 1 to %d link ids", MaxSpecs)
+	}
+	found, err := s.store.RevokeLinks(ctx, owner, ids, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
+	if err != nil {
+		return nil, nil, err
+	}
+	seen := make(map[string]bool, len(found))
+	for _, id := range found {
+		seen[id] = true
+	}
+	revoked = []string{}
+	notFound = []string{}
+	for _, id := range ids {
+		if seen[strings.ToLower(id)] {
+			revoked = append(revoked, id)
+		} else {
+			notFound = append(notFound, id)
+		}
+	}
+	return revoked, notFound, nil
+}
+
+// Send queues a notification about each link to each recipient (email
+// address or E.164 phone number).
+func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []string, message string) ([]Notification, error) {
+	if len(linkIDs) == 0 || len(linkIDs) > MaxSpecs {
+		return nil, apperr.Field("link_ids", "invalid_link_ids", "send 1 to %d link ids", MaxSpecs)
+	}
+	if len(recipients) == 0 || len(recipients) > MaxSpecs {
+		return nil, apperr.Field("recipients", "invalid_recipients", "send 1 to %d recipients", MaxSpecs)
+	}
+	if len(message) > MaxMessage {
+		return nil, apperr.Field("message", "invalid_message", "message at most %d characters", MaxMessage)
+	}
+	norm := make([]string, len(recipients))
+	for i, r := range recipients {
+		field := fmt.Sprintf("recipients[%d]", i)
+		var err error
+		if strings.HasPrefix(strings.TrimSpace(r), "+") {
+			norm[i], err = NormalizePhone(r, s.cfg.Policy.DefaultPhoneZone)
+		} else {
+			norm[i], err = NormalizeEmail(r)
+		}
+		if err != nil {
+			return nil, apperr.Field(field, "invalid_recipient", "%s", err.Error())
+		}
+	}
+	for i, id := range linkIDs {
+		if _, err := uuid.Parse(id); err != nil {
+			return nil, apperr.New(apperr.NotFound, "link_not_found", "link %s not found", linkIDs[i])
+		}
+	}
+	links, err := s.store.OwnedLinks(ctx, owner.ID, linkIDs)
+	if err != nil {
+		return nil, err
+	}
+	byID := make(map[string]Link, len(links))
+	for _, l := range links {
+		byID[l.ID] = l
+	}
+	now := s.now()
+	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
+	var notes []Notification
+	var evs []events.Event
+	for _, id := range linkIDs {
+		l, ok := byID[strings.ToLower(id)]
+		if !ok {
+			return nil, apperr.New(apperr.NotFound, "link_not_found", "link %s not found", id)
+		}
+		if EffectiveStatus(l.Status, l.ExpiresAt, now) != StatusActive {
+			e := apperr.New(apperr.Conflict, "link_not_active", "link %s is %s; only active links can be sent", id, EffectiveStatus(l.Status, l.ExpiresAt, now))
+			e.Field = "link_ids"
+			return nil, e
+		}
+		for _, r := range norm {
+			n := newNotification(owner.ID, l.ID, r, message)
+			notes = append(notes, n)
+			evs = append(evs, notificationEvent(n, actor))
+		}
+	}
+	if err := s.store.InsertNotifications(ctx, notes, evs); err != nil {
+		return nil, err
+	}
+	return notes, nil
+}
+
+// Notification returns one of the owner's notifications.
+func (s *Service) Notification(ctx context.Context, owner Owner, id string) (Notification, error) {
+	return s.store.GetNotification(ctx, owner.ID, id)
+}
+
+// LinkNotifications lists the notifications of one of the owner's links.
+func (s *Service) LinkNotifications(ctx context.Context, owner Owner, linkID string) ([]Notification, error) {
+	if _, err := s.store.GetLink(ctx, owner.ID, linkID); err != nil {
+		return nil, err
+	}
+	return s.store.LinkNotifications(ctx, owner.ID, linkID)
+}
+
+// Resolve finds an active link by its token. Unknown, expired, exhausted
+// and revoked links all fail with the same LinkNotFound.
+func (s *Service) Resolve(ctx context.Context, token string) (Link, error) {
+	if token == "" || len(token) > 100 {
+		return Link{}, apperr.LinkNotFound()
+	}
+	l, err := s.store.LinkByTokenHash(ctx, s.keys.LookupHash(token))
+	if err != nil {
+		return Link{}, err
+	}
+	if EffectiveStatus(l.Status, l.ExpiresAt, s.now()) != StatusActive {
+		return Link{}, apperr.LinkNotFound()
+	}
+	return l, nil
+}
+
+// Destination is the masked address an OTP goes to.
+func (l Link) Destination() string { return MaskRecipient(l.AuthType, l.Recipient) }
+
+// VerifyInput is what a recipient proves.
+type VerifyInput struct {
+	Password string
+	Code     string
+}
+
+// Access is a recipient's session: the access token and its lifetime.
+type Access struct {
+	Token     string
+	ExpiresIn time.Duration
+	Link      Link
+}
+
+// Verify checks the recipient's proof and, on success, counts one access and
+// opens a session.
+func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, actor events.Actor) (Access, error) {
+	l, err := s.Resolve(ctx, token)
+	if err != nil {
+		return Access{}, err
+	}
+	var challengeID string
+	switch l.AuthType {
+	case AuthNone:
+	case AuthPassword:
+		if in.Password == "" {
+			return Access{}, apperr.Field("password", "password_required", "this link needs a password")
+		}
+		if len(in.Password) > MaxPassword {
+			return Access{}, apperr.Field("password", "invalid_password", "password too long")
+		}
+		if err := s.store.ChargeVerifyAttempt(ctx, l.ID, s.cfg.VerifyLimit, s.cfg.LockFor); err != nil {
+			return Access{}, err
+		}
+		ok, err := s.hasher.Verify(ctx, l.PasswordHash, in.Password)
+		if err != nil {
+			return Access{}, fmt.Errorf("verify password: %w", err)
+		}
+		if !ok {
+			if err := s.store.FailVerify(ctx, l, "bad_password", actor, s.cfg.VerifyLimit, s.cfg.LockFor); err != nil {
+				return Access{}, err
+			}
+			return Access{}, apperr.New(apperr.Unauthorized, "invalid_password", "the password is wrong")
+		}
+	case AuthEmailOTP, AuthSMSOTP:
+		if challengeID, err = s.checkCode(ctx, l, in.Code, actor); err != nil {
+			return Access{}, err
+		}
+	}
+	sessTok := secret.NewToken(SessionTokenPrefix)
+	sess := &Session{
+		ID: uuid.Must(uuid.NewV7()).String(), LinkID: l.ID,
+		TokenHash: s.keys.LookupHash(sessTok), ExpiresAt: s.now().Add(s.cfg.SessionTTL),
+	}
+	if _, err := s.store.Access(ctx, AccessRequest{Link: l, Actor: actor, Session: sess, ChallengeID: challengeID}); err != nil {
+		return Access{}, err
+	}
+	return Access{Token: sessTok, ExpiresIn: s.cfg.SessionTTL, Link: l}, nil
+}
+
+// checkCode is replaced by the OTP flow; until then codes never verify.
+func (s *Service) checkCode(ctx context.Context, l Link, code string, actor events.Actor) (string, error) {
+	return "", apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong or has expired")
+}
+
+// SessionLink returns the link an access token opens. A link that stopped
+// working answers LinkNotFound; a bad token on a live link, Unauthorized.
+func (s *Service) SessionLink(ctx context.Context, token, accessToken string) (Link, error) {
+	var l Link
+	var err error = apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
+	if accessToken != "" && len(accessToken) <= 100 {
+		l, err = s.store.SessionLink(ctx, s.keys.LookupHash(token), s.keys.LookupHash(accessToken))
+	}
+	if apperr.CodeOf(err) == apperr.Unauthorized {
+		if _, rerr := s.Resolve(ctx, token); rerr != nil {
+			return Link{}, rerr
+		}
+	}
+	return l, err
+}
+
+// Opened is a grant for one target.
+type Opened struct {
+	Grant    grant.Issued
+	Target   Target
+	Redirect string // target URL with the grant appended, when the target has a URL
+}
+
+func pickTarget(l Link, targetID string) (Target, error) {
+	if targetID == "" {
+		if len(l.Targets) == 1 {
+			return l.Targets[0], nil
+		}
+		return Target{}, apperr.Field("target", "target_required", "this link has %d targets: name one with ?target=ID", len(l.Targets))
+	}
+	for _, t := range l.Targets {
+		if t.ID == targetID {
+			return t, nil
+		}
+	}
+	return Target{}, apperr.New(apperr.NotFound, "target_not_found", "no such target in this link")
+}
+
+func (s *Service) issue(l Link, t Target) (Opened, error) {
+	g, err := s.signer.Sign(s.now(), t.ID, l.ID, l.LinkType)
+	if err != nil {
+		return Opened{}, err
+	}
+	o := Opened{Grant: g, Target: t}
+	if t.URL != "" {
+		u, err := url.Parse(t.URL)
+		if err != nil {
+			return Opened{}, fmt.Errorf("target url: %w", err)
+		}
+		q := u.Query()
+		q.Set("grant", g.Token)
+		u.RawQuery = q.Encode()
+		o.Redirect = u.String()
+	}
+	return o, nil
+}
+
+// Open issues a grant for a target to a verified recipient.
+func (s *Service) Open(ctx context.Context, token, accessToken, targetID string, actor events.Actor) (Opened, error) {
+	l, err := s.SessionLink(ctx, token, accessToken)
+	if err != nil {
+		return Opened{}, err
+	}
+	t, err := pickTarget(l, targetID)
+	if err != nil {
+		return Opened{}, err
+	}
+	o, err := s.issue(l, t)
+	if err != nil {
+		return Opened{}, err
+	}
+	ev := events.Must(events.LinkOpened, l.OwnerID, l.ID, actor, events.OpenedData{TargetID: t.ID, GrantID: o.Grant.ID})
+	if err := s.store.InsertEvents(ctx, ev); err != nil {
+		return Opened{}, err
+	}
+	return o, nil
+}
+
+// OpenDirect opens an open (unauthenticated) link without a session,
+// counting one access per call: redirect-style links.
+func (s *Service) OpenDirect(ctx context.Context, token, targetID string, actor events.Actor) (Opened, error) {
+	l, err := s.Resolve(ctx, token)
+	if err != nil {
+		return Opened{}, err
+	}
+	if l.AuthType != AuthNone {
+		return Opened{}, apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
+	}
+	t, err := pickTarget(l, targetID)
+	if err != nil {
+		return Opened{}, err
+	}
+	o, err := s.issue(l, t)
+	if err != nil {
+		return Opened{}, err
+	}
+	if _, err := s.store.Access(ctx, AccessRequest{Link: l, Actor: actor,
+		Opened: &events.OpenedData{TargetID: t.ID, GrantID: o.Grant.ID}}); err != nil {
+		return Opened{}, err
+	}
+	return o, nil
+}

@@ -1,0 +1,121 @@
+// Package obs provides what every binary exposes to operators: a Prometheus
+// registry with build info, /metrics, /healthz, /readyz, and the logger.
+package obs
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewRegistry returns a registry with the Go and process collectors and
+// sharelinks_build_info.
+func NewRegistry(version string) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	info := prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "sharelinks_build_info", Help: "Build information; always 1.",
+	}, []string{"version", "goversion"})
+	info.WithLabelValues(version, runtime.Version()).Set(1)
+	reg.MustRegister(info)
+	return reg
+}
+
+// NewLogger builds the process logger: JSON for production, text for dev.
+func NewLogger(w io.Writer, format, level string) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// Check reports whether one dependency is usable.
+type Check func(ctx context.Context) error
+
+// Readiness runs named checks for /readyz.
+type Readiness struct {
+	mu     sync.Mutex
+	checks map[string]Check
+}
+
+// NewReadiness builds an empty set of checks.
+func NewReadiness() *Readiness { return &Readiness{checks: map[string]Check{}} }
+
+// Add registers a check.
+func (r *Readiness) Add(name string, c Check) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.checks[name] = c
+}
+
+// ServeHTTP answers 200 when every check passes, 503 otherwise, with each
+// check's result.
+func (r *Readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+	defer cancel()
+	r.mu.Lock()
+	checks := make(map[string]Check, len(r.checks))
+	for k, v := range r.checks {
+		checks[k] = v
+	}
+	r.mu.Unlock()
+	results := make(map[string]string, len(checks))
+	status, code := "ok", http.StatusOK
+	for name, c := range checks {
+		if err := c(ctx); err != nil {
+			results[name] = err.Error()
+			status, code = "unavailable", http.StatusServiceUnavailable
+		} else {
+			results[name] = "ok"
+		}
+	}
+	writeJSON(w, code, map[string]any{"status": status, "checks": results})
+}
+
+// Healthz answers 200 while the process runs.
+func Healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// Handle adds /metrics, /healthz and /readyz to mux.
+func Handle(mux *http.ServeMux, reg *prometheus.Registry, ready *Readiness) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", Healthz)
+	mux.Handle("GET /readyz", ready)
+}
+
+// Serve runs an ops HTTP server (metrics and probes) until ctx ends.
+func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready *Readiness, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	Handle(mux, reg, ready)
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.ListenAndServe() }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+// KeyInfo describes an API key without its secret.
+type KeyInfo struct {
+	Prefix    string
+	Owner     string
+	CreatedAt time.Time
+	RevokedAt *time.Time
+}
+
+// CreateKey stores a key's hash for the named owner, creating the owner on
+// first use.
+func (s *Store) CreateKey(ctx context.Context, owner, prefix string, hash []byte) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var ownerID string
+		err := tx.QueryRow(ctx, `
+			INSERT INTO owners (name) VALUES ($1)
+			ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+			RETURNING id::text`, owner).Scan(&ownerID)
+		if err != nil {
+			return fmt.Errorf("upsert owner: %w", err)
+		}
+		_, err = tx.Exec(ctx, `INSERT INTO api_keys (owner_id, prefix, key_hash) VALUES ($1, $2, $3)`, ownerID, prefix, hash)
+		if isUniqueViolation(err) {
+			return apperr.New(apperr.Conflict, "key_exists", "a key with this prefix exists; try again")
+		}
+		if err != nil {
+			return fmt.Errorf("insert api key: %w", err)
+		}
+		return nil
+	})
+}
+
+// ListKeys lists all keys, newest first.
+func (s *Store) ListKeys(ctx context.Context) ([]KeyInfo, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT k.prefix, o.name, k.created_at, k.revoked_at
+		FROM api_keys k JOIN owners o ON o.id = k.owner_id
+		ORDER BY k.created_at DESC`)
+	if err != nil {
+		return nil, fmt.Errorf("list keys: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (KeyInfo, error) {
+		var k KeyInfo
+		err := r.Scan(&k.Prefix, &k.Owner, &k.CreatedAt, &k.RevokedAt)
+		return k, err
+	})
+}
+
+// RevokeKey revokes the key with the given prefix.
+func (s *Store) RevokeKey(ctx context.Context, prefix string) error {
+	tag, err := s.pool.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL`, prefix)
+	if err != nil {
+		return fmt.Errorf("revoke key: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		return apperr.New(apperr.NotFound, "key_not_found", "no active key with prefix %s", prefix)
+	}
+	return nil
+}
+
+// OwnerByKeyHash authenticates an API key by its hash.
+func (s *Store) OwnerByKeyHash(ctx context.Context, hash []byte) (link.Owner, error) {
+	var o link.Owner
+	err := s.pool.QueryRow(ctx, `
+		SELECT o.id::text, o.name, k.prefix
+		FROM api_keys k JOIN owners o ON o.id = k.owner_id
+		WHERE k.key_hash = $1 AND k.revoked_at IS NULL`, hash).Scan(&o.ID, &o.Name, &o.KeyPrefix)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Owner{}, apperr.New(apperr.Unauthorized, "invalid_api_key", "the API key is missing, unknown or revoked")
+	}
+	if err != nil {
+		return link.Owner{}, fmt.Errorf("look up api key: %w", err)
+	}
+	return o, nil
+}

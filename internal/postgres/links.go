@@ -1,0 +1,214 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status, link_type, auth_type,
+	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
+	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at`
+
+func scanLink(row pgx.Row) (link.Link, error) {
+	var l link.Link
+	var targets []byte
+	err := row.Scan(&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
+		&l.Recipient, &l.PasswordHash, &targets, &l.ExpiresAt, &l.MaxAccessCount,
+		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt)
+	if err != nil {
+		return l, err
+	}
+	if err := json.Unmarshal(targets, &l.Targets); err != nil {
+		return l, fmt.Errorf("decode targets of %s: %w", l.ID, err)
+	}
+	return l, nil
+}
+
+// InsertLinks writes links, their notifications and all events in one
+// transaction: either everything exists afterwards or nothing does.
+func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link.Notification, evs []events.Event) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		for _, l := range links {
+			targets, err := json.Marshal(l.Targets)
+			if err != nil {
+				return fmt.Errorf("marshal targets: %w", err)
+			}
+			b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
+				password_hash, targets, expires_at, max_access_count, title, message)
+				VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13)`,
+				l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
+				l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message)
+		}
+		queueNotifications(b, notes)
+		if err := queueEvents(b, evs); err != nil {
+			return err
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("insert links: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetLink returns one of the owner's links; another owner's link is
+// indistinguishable from a missing one.
+func (s *Store) GetLink(ctx context.Context, ownerID, id string) (link.Link, error) {
+	if !isUUID(id) {
+		return link.Link{}, apperr.New(apperr.NotFound, "link_not_found", "link not found")
+	}
+	l, err := scanLink(s.pool.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2`, id, ownerID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Link{}, apperr.New(apperr.NotFound, "link_not_found", "link not found")
+	}
+	if err != nil {
+		return link.Link{}, fmt.Errorf("get link: %w", err)
+	}
+	return l, nil
+}
+
+// ListLinks returns one page of the owner's links in keyset order and the
+// number of links matching the filters.
+func (s *Store) ListLinks(ctx context.Context, ownerID string, q link.Query) ([]link.Link, int, error) {
+	where := []string{"owner_id = $1"}
+	args := []any{ownerID}
+	arg := func(v any) string {
+		args = append(args, v)
+		return "$" + strconv.Itoa(len(args))
+	}
+	switch q.Status {
+	case link.StatusActive:
+		where = append(where, "status = 'active' AND expires_at > now()")
+	case link.StatusExpired:
+		where = append(where, "(status = 'expired' OR (status = 'active' AND expires_at <= now()))")
+	case link.StatusExhausted, link.StatusRevoked:
+		where = append(where, "status = "+arg(q.Status))
+	}
+	if q.LinkType != "" {
+		where = append(where, "link_type = "+arg(q.LinkType))
+	}
+	if q.TargetID != "" {
+		t, _ := json.Marshal([]map[string]string{{"id": q.TargetID}})
+		where = append(where, "targets @> "+arg(string(t))+"::jsonb")
+	}
+	if q.Recipient != "" {
+		where = append(where, "recipient = "+arg(q.Recipient))
+	}
+	filter := strings.Join(where, " AND ")
+	var count int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM links WHERE `+filter, args...).Scan(&count); err != nil {
+		return nil, 0, fmt.Errorf("count links: %w", err)
+	}
+	col := "created_at"
+	if q.OrderBy == "expires_at" {
+		col = "expires_at"
+	}
+	dir, cmp := "ASC", ">"
+	if q.Desc {
+		dir, cmp = "DESC", "<"
+	}
+	page := filter
+	if q.After != nil {
+		page += fmt.Sprintf(" AND (%s, id) %s (%s, %s::uuid)", col, cmp, arg(q.After.At), arg(q.After.ID))
+	}
+	sql := fmt.Sprintf(`SELECT %s FROM links WHERE %s ORDER BY %s %s, id %s LIMIT %s`,
+		linkColumns, page, col, dir, dir, arg(q.Size+1))
+	rows, err := s.pool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list links: %w", err)
+	}
+	links, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (link.Link, error) { return scanLink(r) })
+	if err != nil {
+		return nil, 0, fmt.Errorf("list links: %w", err)
+	}
+	return links, count, nil
+}
+
+// RevokeLinks revokes the owner's links among ids. It returns the ids that
+// exist for this owner (revoking twice is not an error) and emits
+// link.revoked only for links that changed. Sessions die with the link.
+func (s *Store) RevokeLinks(ctx context.Context, owner link.Owner, ids []string, actor events.Actor) ([]string, error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if isUUID(id) {
+			valid = append(valid, id)
+		}
+	}
+	var found []string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id::text, status FROM links WHERE owner_id = $1 AND id = ANY($2::uuid[]) FOR UPDATE`, owner.ID, valid)
+		if err != nil {
+			return fmt.Errorf("lock links: %w", err)
+		}
+		var changed []string
+		found = found[:0]
+		for rows.Next() {
+			var id, status string
+			if err := rows.Scan(&id, &status); err != nil {
+				return fmt.Errorf("scan link: %w", err)
+			}
+			found = append(found, id)
+			if status != link.StatusRevoked {
+				changed = append(changed, id)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			return fmt.Errorf("lock links: %w", err)
+		}
+		if len(changed) == 0 {
+			return nil
+		}
+		if _, err := tx.Exec(ctx, `UPDATE links SET status = 'revoked', revoked_at = now(), updated_at = now(),
+			ended_at = coalesce(ended_at, now()) WHERE id = ANY($1::uuid[])`, changed); err != nil {
+			return fmt.Errorf("revoke links: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM access_sessions WHERE link_id = ANY($1::uuid[])`, changed); err != nil {
+			return fmt.Errorf("end sessions: %w", err)
+		}
+		evs := make([]events.Event, 0, len(changed))
+		for _, id := range changed {
+			evs = append(evs, events.Must(events.LinkRevoked, owner.ID, id, actor, nil))
+		}
+		return insertEvents(ctx, tx, evs...)
+	})
+	return found, err
+}
+
+// LinkByTokenHash finds a link by its token's lookup hash, whatever its status.
+func (s *Store) LinkByTokenHash(ctx context.Context, hash []byte) (link.Link, error) {
+	l, err := scanLink(s.pool.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE token_hash = $1`, hash))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Link{}, apperr.LinkNotFound()
+	}
+	if err != nil {
+		return link.Link{}, fmt.Errorf("resolve link: %w", err)
+	}
+	return l, nil
+}
+
+// OwnedLinks returns those of ids that belong to the owner.
+func (s *Store) OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]link.Link, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+linkColumns+` FROM links WHERE owner_id = $1 AND id = ANY($2::uuid[])`, ownerID, ids)
+	if err != nil {
+		return nil, fmt.Errorf("owned links: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (link.Link, error) { return scanLink(r) })
+}
+
+// isUUID screens ids before they reach a uuid column, so a malformed id is
+// a plain "not found" rather than a driver error.
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
+}

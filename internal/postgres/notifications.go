@@ -1,0 +1,71 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+const notificationColumns = `id::text, owner_id::text, link_id::text, channel, recipient, message, status,
+	attempts, last_error, provider_id, sent_at, created_at, updated_at`
+
+func scanNotification(row pgx.Row) (link.Notification, error) {
+	var n link.Notification
+	err := row.Scan(&n.ID, &n.OwnerID, &n.LinkID, &n.Channel, &n.Recipient, &n.Message, &n.Status,
+		&n.Attempts, &n.LastError, &n.ProviderID, &n.SentAt, &n.CreatedAt, &n.UpdatedAt)
+	return n, err
+}
+
+func queueNotifications(b *pgx.Batch, notes []link.Notification) {
+	for _, n := range notes {
+		b.Queue(`INSERT INTO notifications (id, owner_id, link_id, channel, recipient, message)
+			VALUES ($1, $2, $3, $4, $5, $6)`, n.ID, n.OwnerID, n.LinkID, n.Channel, n.Recipient, n.Message)
+	}
+}
+
+// InsertNotifications queues notifications and their events in one transaction.
+func (s *Store) InsertNotifications(ctx context.Context, notes []link.Notification, evs []events.Event) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		b := &pgx.Batch{}
+		queueNotifications(b, notes)
+		if err := queueEvents(b, evs); err != nil {
+			return err
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return fmt.Errorf("insert notifications: %w", err)
+		}
+		return nil
+	})
+}
+
+// GetNotification returns one of the owner's notifications.
+func (s *Store) GetNotification(ctx context.Context, ownerID, id string) (link.Notification, error) {
+	notFound := apperr.New(apperr.NotFound, "notification_not_found", "notification not found")
+	if !isUUID(id) {
+		return link.Notification{}, notFound
+	}
+	n, err := scanNotification(s.pool.QueryRow(ctx, `SELECT `+notificationColumns+` FROM notifications WHERE id = $1 AND owner_id = $2`, id, ownerID))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Notification{}, notFound
+	}
+	if err != nil {
+		return link.Notification{}, fmt.Errorf("get notification: %w", err)
+	}
+	return n, nil
+}
+
+// LinkNotifications lists a link's notifications, oldest first.
+func (s *Store) LinkNotifications(ctx context.Context, ownerID, linkID string) ([]link.Notification, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+notificationColumns+` FROM notifications
+		WHERE link_id = $1 AND owner_id = $2 ORDER BY created_at, id`, linkID, ownerID)
+	if err != nil {
+		return nil, fmt.Errorf("list notifications: %w", err)
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (link.Notification, error) { return scanNotification(r) })
+}

@@ -1,0 +1,89 @@
+// Package postgres is the pgx v5 store: migrations embedded in the binary,
+// one file per aggregate, driver errors translated to application errors.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/url"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/tern/v2/migrate"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Redact hides the password of a database URL for error messages.
+func Redact(dsn string) string {
+	if u, err := url.Parse(dsn); err == nil && u.Scheme != "" {
+		return u.Redacted()
+	}
+	return "(connection string)"
+}
+
+// Open connects a pool and checks the server answers, so a wrong
+// DATABASE_URL stops the binary at start with a clear line.
+func Open(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse %s: %w", Redact(dsn), err)
+	}
+	if maxConns > 0 {
+		cfg.MaxConns = maxConns
+	}
+	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+	}
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+	}
+	return pool, nil
+}
+
+// Migrate applies the embedded migrations. tern holds an advisory lock, so
+// concurrent callers serialise, and applied versions are skipped: idempotent.
+func Migrate(ctx context.Context, dsn string) (from, to int32, err error) {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return 0, 0, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+	}
+	defer conn.Close(ctx)
+	m, err := migrate.NewMigrator(ctx, conn, "schema_version")
+	if err != nil {
+		return 0, 0, fmt.Errorf("migrator: %w", err)
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return 0, 0, fmt.Errorf("migrations fs: %w", err)
+	}
+	if err := m.LoadMigrations(sub); err != nil {
+		return 0, 0, fmt.Errorf("load migrations: %w", err)
+	}
+	if from, err = m.GetCurrentVersion(ctx); err != nil {
+		return 0, 0, fmt.Errorf("current schema version: %w", err)
+	}
+	if err := m.Migrate(ctx); err != nil {
+		return from, 0, fmt.Errorf("migrate: %w", err)
+	}
+	to, err = m.GetCurrentVersion(ctx)
+	return from, to, err
+}
+
+// isUniqueViolation reports a unique-constraint error.
+func isUniqueViolation(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation
+}

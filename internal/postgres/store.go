@@ -1,0 +1,72 @@
+package postgres
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+)
+
+// Store runs the service's SQL. After every commit that wrote outbox rows it
+// calls Wake, so the relay publishes at once instead of at its next poll.
+type Store struct {
+	pool *pgxpool.Pool
+	wake func()
+}
+
+// NewStore wraps a pool. wake may be nil.
+func NewStore(pool *pgxpool.Pool, wake func()) *Store {
+	if wake == nil {
+		wake = func() {}
+	}
+	return &Store{pool: pool, wake: wake}
+}
+
+// Pool exposes the pool for readiness checks and the relay.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// inTx runs fn in a transaction and wakes the relay after a commit.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	if err := pgx.BeginFunc(ctx, s.pool, fn); err != nil {
+		return err
+	}
+	s.wake()
+	return nil
+}
+
+// queueEvents adds outbox inserts for evs to a batch.
+func queueEvents(b *pgx.Batch, evs []events.Event) error {
+	for _, e := range evs {
+		payload, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("marshal event %s: %w", e.Type, err)
+		}
+		b.Queue(`INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3)`, e.ID, e.Subject(), payload)
+	}
+	return nil
+}
+
+// insertEvents writes outbox rows inside tx.
+func insertEvents(ctx context.Context, tx pgx.Tx, evs ...events.Event) error {
+	if len(evs) == 0 {
+		return nil
+	}
+	b := &pgx.Batch{}
+	if err := queueEvents(b, evs); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("insert outbox rows: %w", err)
+	}
+	return nil
+}
+
+// InsertEvents writes events alone (for state changes that are only events,
+// such as a grant issued).
+func (s *Store) InsertEvents(ctx context.Context, evs ...events.Event) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error { return insertEvents(ctx, tx, evs...) })
+}
