@@ -1,0 +1,192 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Handler processes one event. It returns nil (ack), a *RetryError (nak
+// with delay), a *PermanentError (dead-letter and terminate), or any other
+// error (retried with the consumer's backoff).
+type Handler func(ctx context.Context, e Event, deliveries uint64) error
+
+// RetryError asks for redelivery after Delay.
+type RetryError struct {
+	Delay time.Duration
+	Err   error
+}
+
+func (e *RetryError) Error() string { return fmt.Sprintf("retry in %s: %v", e.Delay, e.Err) }
+func (e *RetryError) Unwrap() error { return e.Err }
+
+// PermanentError means retrying cannot help.
+type PermanentError struct{ Err error }
+
+func (e *PermanentError) Error() string { return "permanent: " + e.Err.Error() }
+func (e *PermanentError) Unwrap() error { return e.Err }
+
+// Retry wraps err as a retry after d.
+func Retry(d time.Duration, err error) error { return &RetryError{Delay: d, Err: err} }
+
+// Permanent wraps err as permanent.
+func Permanent(err error) error { return &PermanentError{Err: err} }
+
+// ConsumerMetrics count outcomes per consumer.
+type ConsumerMetrics struct {
+	Consumed *prometheus.CounterVec
+}
+
+// NewConsumerMetrics registers sharelinks_events_consumed_total on reg.
+func NewConsumerMetrics(reg prometheus.Registerer) *ConsumerMetrics {
+	m := &ConsumerMetrics{Consumed: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sharelinks_events_consumed_total", Help: "Events handled by consumer and result.",
+	}, []string{"consumer", "result"})}
+	reg.MustRegister(m.Consumed)
+	return m
+}
+
+// Worker runs a handler over a durable consumer with bounded concurrency.
+type Worker struct {
+	Name        string
+	Consumer    jetstream.Consumer
+	JS          jetstream.JetStream
+	Handler     Handler
+	Concurrency int
+	MaxDeliver  int
+	// Backoff gives the delay before delivery n+1 after a plain error.
+	Backoff func(deliveries uint64) time.Duration
+	Log     *slog.Logger
+	Metrics *ConsumerMetrics
+
+	wg sync.WaitGroup
+}
+
+// Run consumes until ctx ends, then stops fetching and waits for in-flight
+// handlers to finish (each acks or naks), so a deploy leaves nothing to
+// wait out AckWait.
+func (w *Worker) Run(ctx context.Context) error {
+	if w.Concurrency <= 0 {
+		w.Concurrency = 4
+	}
+	if w.Backoff == nil {
+		w.Backoff = func(n uint64) time.Duration { return min(time.Second<<min(n, 10), time.Minute) }
+	}
+	// Buffer only what we work on: buffered messages would age past AckWait.
+	it, err := w.Consumer.Messages(jetstream.PullMaxMessages(w.Concurrency))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", w.Name, err)
+	}
+	go func() {
+		<-ctx.Done()
+		it.Drain()
+	}()
+	sem := make(chan struct{}, w.Concurrency)
+	for {
+		msg, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
+				break
+			}
+			if ctx.Err() != nil {
+				break
+			}
+			w.Log.Warn("consumer fetch failed; retrying", "consumer", w.Name, "err", err)
+			continue
+		}
+		sem <- struct{}{}
+		w.wg.Add(1)
+		go func() {
+			defer func() { <-sem; w.wg.Done() }()
+			w.handle(msg)
+		}()
+	}
+	w.wg.Wait()
+	return nil
+}
+
+func (w *Worker) count(result string) {
+	if w.Metrics != nil {
+		w.Metrics.Consumed.WithLabelValues(w.Name, result).Inc()
+	}
+}
+
+func (w *Worker) handle(msg jetstream.Msg) {
+	// Handlers get their own context: a shutdown must not cut a send in half.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var deliveries uint64 = 1
+	if md, err := msg.Metadata(); err == nil {
+		deliveries = md.NumDelivered
+	}
+	e, err := Parse(msg.Data())
+	if err != nil {
+		w.deadLetter(ctx, msg, "unparseable: "+err.Error())
+		return
+	}
+	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
+	err = w.Handler(ctx, e, deliveries)
+	var retry *RetryError
+	var perm *PermanentError
+	switch {
+	case err == nil:
+		if aerr := msg.DoubleAck(ctx); aerr != nil {
+			log.Warn("ack failed; the event will be redelivered and handled idempotently", "err", aerr)
+		}
+		w.count("ok")
+	case errors.As(err, &perm):
+		log.Warn("event failed permanently", "err", err)
+		w.deadLetter(ctx, msg, err.Error())
+	case w.MaxDeliver > 0 && deliveries >= uint64(w.MaxDeliver):
+		log.Warn("event out of deliveries", "err", err)
+		w.deadLetter(ctx, msg, "max deliveries: "+err.Error())
+	case errors.As(err, &retry):
+		log.Info("event will be retried", "err", err, "delay", retry.Delay)
+		_ = msg.NakWithDelay(retry.Delay)
+		w.count("retry")
+	default:
+		d := w.Backoff(deliveries)
+		log.Warn("event handler failed; retrying", "err", err, "delay", d)
+		_ = msg.NakWithDelay(d)
+		w.count("retry")
+	}
+}
+
+// deadLetter republishes the message to the DLQ with its reason, then
+// terminates it so it never blocks the consumer.
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, reason string) {
+	dl := &nats.Msg{Subject: DLQPrefix + w.Name, Data: msg.Data(), Header: nats.Header{}}
+	dl.Header.Set("Sharelinks-Reason", truncate(reason, 1000))
+	dl.Header.Set("Sharelinks-Subject", msg.Subject())
+	if md, err := msg.Metadata(); err == nil {
+		raw, _ := json.Marshal(md.Sequence)
+		dl.Header.Set("Sharelinks-Sequence", string(raw))
+	}
+	if _, err := w.JS.PublishMsg(ctx, dl); err != nil {
+		// Without a dead letter, leave the message for redelivery rather than lose it.
+		w.Log.Error("dead-letter publish failed; leaving message for redelivery", "consumer", w.Name, "err", err)
+		_ = msg.NakWithDelay(30 * time.Second)
+		w.count("retry")
+		return
+	}
+	_ = msg.TermWithReason(truncate(reason, 200))
+	w.count("dead_lettered")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n]
+}
+
+// Ignore is the handler of consumers whose work is not built yet: it acks.
+func Ignore(context.Context, Event, uint64) error { return nil }
