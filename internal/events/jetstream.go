@@ -24,7 +24,9 @@ func Connect(serverURL, name string, log *slog.Logger) (*nats.Conn, error) {
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.Timeout(5*time.Second),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("nats disconnected", "err", err)
+			if err != nil { // nil means we closed it ourselves
+				log.Warn("nats disconnected", "err", err)
+			}
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
