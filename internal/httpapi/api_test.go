@@ -80,7 +80,7 @@ func verify(t *testing.T, st *testkit.Stack, l linkResp, body any) (testkit.Resp
 }
 
 func newStack(t *testing.T) (*testkit.Stack, string) {
-	st := testkit.NewStack(t, dbURL, "")
+	st := testkit.NewStack(t, "", "")
 	return st, st.OwnerKey(t, "owner-"+t.Name())
 }
 

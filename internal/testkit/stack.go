@@ -48,6 +48,20 @@ func MigratedDatabase(prefix string) (string, func(), error) {
 	}, nil
 }
 
+// MigratedDB is a fresh database with the schema applied, dropped when the
+// test ends. Stacks need their own: relays of two stacks sharing one outbox
+// would publish each other's events to the wrong NATS server.
+func MigratedDB(tb testing.TB) string {
+	tb.Helper()
+	dbURL := Database(tb)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, _, err := postgres.Migrate(ctx, dbURL); err != nil {
+		tb.Fatal(err)
+	}
+	return dbURL
+}
+
 // Stack is the API running in-process against real Postgres and a real
 // NATS server, with its outbox relay, on an httptest server.
 type Stack struct {
@@ -73,11 +87,14 @@ type StackOption func(*link.Config)
 // separately derive the same keys.
 const TestSecret = "c2hhcmVsaW5rcy10ZXN0LXNlY3JldC0wMTIzNDU2Nzg5YWJjZGVm"
 
-// NewStack starts the API on dbURL and natsURL (an empty natsURL starts a
-// fresh in-process NATS server).
+// NewStack starts the API on dbURL and natsURL. An empty dbURL gets a fresh
+// migrated database, an empty natsURL a fresh in-process NATS server.
 func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack {
 	tb.Helper()
 	ctx := context.Background()
+	if dbURL == "" {
+		dbURL = MigratedDB(tb)
+	}
 	if natsURL == "" {
 		natsURL, _ = NATS(tb)
 	}

@@ -1,0 +1,216 @@
+package httpapi_test
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+	"github.com/sharelinks/sharelinks/schemas"
+)
+
+// streamEvents reads every event in the stream (by direct get, so polling
+// creates no consumers), validating each against its schema, and returns
+// those of the given links (all when linkIDs is nil).
+func streamEvents(t *testing.T, js jetstream.JetStream, linkIDs map[string]bool) []events.Event {
+	t.Helper()
+	ctx := context.Background()
+	stream, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := stream.CachedInfo().State
+	var out []events.Event
+	for seq := state.FirstSeq; seq <= state.LastSeq && state.Msgs > 0; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatalf("read event %d: %v", seq, err)
+		}
+		if err := schemas.ValidateEvent(msg.Data); err != nil {
+			t.Errorf("event on %s fails its schema: %v\n%s", msg.Subject, err, msg.Data)
+		}
+		e, err := events.Parse(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Subject != e.Subject() || msg.Header.Get("Nats-Msg-Id") != e.ID {
+			t.Errorf("subject %s / msg id %s for event %s %s", msg.Subject, msg.Header.Get("Nats-Msg-Id"), e.Type, e.ID)
+		}
+		if linkIDs == nil || linkIDs[e.LinkID] {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+func TestEveryPublishedEventMatchesItsSchema(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	ls := create(t, st, key,
+		spec(func(s map[string]any) {
+			s["max_access_count"] = 1
+			s["authenticators"] = []any{
+				map[string]any{"auth_type": "password", "auth_context": "correct horse battery"},
+				map[string]any{"auth_type": "email_otp", "auth_context": "ann@example.com"},
+			}
+			s["notify"] = true
+		}))
+	if r, _ := verify(t, st, ls[0], map[string]string{"password": "nope nope nope"}); r.Status != 401 {
+		t.Fatal(r.Status)
+	}
+	r, access := verify(t, st, ls[0], map[string]string{"password": "correct horse battery"})
+	if r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	if r := st.Do(t, "GET", ls[0].path()+"/open", access, nil); r.Status != 302 {
+		t.Fatal(r.Status)
+	}
+	st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{ls[1].ID}, "recipients": []string{"bo@example.com"}})
+	st.Do(t, "DELETE", "/v1/links/"+ls[1].ID, key, nil)
+
+	want := map[string]int{
+		events.LinkCreated: 2, events.NotificationRequested: 2, events.LinkVerifyFailed: 1,
+		events.LinkVerified: 1, events.LinkExhausted: 1, events.LinkOpened: 1, events.LinkRevoked: 1,
+	}
+	ids := map[string]bool{ls[0].ID: true, ls[1].ID: true}
+	var got map[string]int
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		got = map[string]int{}
+		for _, e := range streamEvents(t, st.JS, ids) {
+			got[e.Type]++
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want)
+	}, "events in stream differ from %v", want)
+	t.Logf("events: %v", got)
+}
+
+func TestEventsSurviveNATSOutage(t *testing.T) {
+	t.Parallel()
+	dir, port := t.TempDir(), testkit.FreePort(t)
+	srv := testkit.NATSAt(t, dir, port)
+	st := testkit.NewStack(t, "", srv.ClientURL())
+	key := st.OwnerKey(t, "owner-"+t.Name())
+	before := create(t, st, key, spec())[0]
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return len(streamEvents(t, st.JS, map[string]bool{before.ID: true})) == 1
+	}, "first event published")
+
+	srv.Shutdown()
+	srv.WaitForShutdown()
+	// NATS is down: creating links still succeeds at once.
+	ids := map[string]bool{}
+	for range 5 {
+		start := time.Now()
+		l := create(t, st, key, spec())[0]
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("create took %s while NATS was down", d)
+		}
+		ids[l.ID] = true
+	}
+	var pending int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if pending < 5 {
+		t.Fatalf("%d unpublished outbox rows while NATS is down, want ≥5", pending)
+	}
+
+	testkit.NATSAt(t, dir, port)
+	testkit.Eventually(t, 30*time.Second, func() bool {
+		return len(streamEvents(t, st.JS, ids)) == 5
+	}, "events written during the outage reach JetStream after it returns")
+	// Exactly once in the stream despite any relay retries (dedup on Nats-Msg-Id).
+	seen := map[string]int{}
+	for _, e := range streamEvents(t, st.JS, nil) {
+		seen[e.ID]++
+		if seen[e.ID] > 1 {
+			t.Fatalf("event %s published twice", e.ID)
+		}
+	}
+}
+
+func TestPaginationWhileCreatingHasNoDuplicatesOrGaps(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	var existing []map[string]any
+	for range 95 {
+		existing = append(existing, spec())
+	}
+	initial := map[string]bool{}
+	for _, l := range create(t, st, key, existing...) {
+		initial[l.ID] = true
+	}
+	for _, order := range []string{"asc", "desc"} {
+		for _, by := range []string{"created_at", "expires_at"} {
+			ctx, stop := context.WithCancel(context.Background())
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() { // a writer creating links during the walk
+				defer wg.Done()
+				for ctx.Err() == nil {
+					create(t, st, key, spec(), spec())
+				}
+			}()
+			seen := map[string]bool{}
+			last := ""
+			pages := 0
+			for {
+				q := url.Values{"size": {"7"}, "order": {order}, "order_by": {by}}
+				if last != "" {
+					q.Set("last", last)
+				}
+				r := st.Do(t, "GET", "/v1/links?"+q.Encode(), key, nil)
+				var page struct {
+					Links []linkResp
+					Count int
+					Last  string
+				}
+				r.JSON(t, &page)
+				if r.Status != 200 {
+					t.Fatalf("page: %d %s", r.Status, r.Body)
+				}
+				for _, l := range page.Links {
+					if seen[l.ID] {
+						t.Fatalf("%s %s: %s seen twice", by, order, l.ID)
+					}
+					seen[l.ID] = true
+				}
+				pages++
+				if page.Last == "" {
+					break
+				}
+				last = page.Last
+			}
+			stop()
+			wg.Wait()
+			for id := range initial {
+				if !seen[id] {
+					t.Fatalf("%s %s: walk of %d pages skipped %s", by, order, pages, id)
+				}
+			}
+		}
+	}
+	bad := st.Do(t, "GET", "/v1/links?size=101", key, nil)
+	if bad.Status != 400 {
+		t.Fatalf("size=101: %d", bad.Status)
+	}
+	if r := st.Do(t, "GET", "/v1/links?last=garbage", key, nil); r.Status != 400 {
+		t.Fatalf("bad cursor: %d", r.Status)
+	}
+	var filtered struct{ Count int }
+	st.Do(t, "GET", "/v1/links?target_id=report.pdf&status=active&link_type=view", key, nil).JSON(t, &filtered)
+	if filtered.Count < 95 {
+		t.Fatalf("filtered count %d", filtered.Count)
+	}
+	var none struct{ Count int }
+	st.Do(t, "GET", "/v1/links?target_id=other.pdf", key, nil).JSON(t, &none)
+	if none.Count != 0 {
+		t.Fatalf("target filter matched %d", none.Count)
+	}
+}
