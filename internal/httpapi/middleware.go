@@ -16,8 +16,10 @@ import (
 
 // Metrics are the HTTP edge's metrics.
 type Metrics struct {
-	Requests *prometheus.CounterVec
-	Duration *prometheus.HistogramVec
+	Requests         *prometheus.CounterVec
+	Duration         *prometheus.HistogramVec
+	OTPRequests      *prometheus.CounterVec
+	OTPVerifications *prometheus.CounterVec
 }
 
 // NewMetrics registers the HTTP metrics on reg.
@@ -32,7 +34,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"route", "method"}),
 	}
-	reg.MustRegister(m.Requests, m.Duration)
+	m.OTPRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sharelinks_otp_requests_total", Help: "One-time code requests by result.",
+	}, []string{"result"})
+	m.OTPVerifications = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sharelinks_otp_verifications_total", Help: "One-time code verifications by result.",
+	}, []string{"result"})
+	reg.MustRegister(m.Requests, m.Duration, m.OTPRequests, m.OTPVerifications)
 	return m
 }
 

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/link"
 )
@@ -69,6 +70,9 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
 	}
 	token := r.PathValue("token")
 	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, recipientActor(r))
+	if body.Code != "" {
+		s.metrics.OTPVerifications.WithLabelValues(otpVerifyResult(err)).Inc()
+	}
 	if err != nil {
 		return err
 	}
@@ -123,5 +127,38 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	writeJSON(w, http.StatusOK, map[string]any{"grant": o.Grant.Token, "target": o.Target})
+	return nil
+}
+
+func otpVerifyResult(err error) string {
+	if err == nil {
+		return "ok"
+	}
+	if e, ok := apperr.As(err); ok {
+		switch e.Reason {
+		case "code_locked":
+			return "locked"
+		case "code_expired":
+			return "expired"
+		}
+	}
+	return "bad_code"
+}
+
+func (s *Server) requestOTP(w http.ResponseWriter, r *http.Request) error {
+	sent, err := s.svc.RequestOTP(r.Context(), r.PathValue("token"), recipientActor(r))
+	switch apperr.CodeOf(err) {
+	case apperr.TooMany:
+		s.metrics.OTPRequests.WithLabelValues("throttled").Inc()
+	case apperr.Upstream:
+		s.metrics.OTPRequests.WithLabelValues("failed_send").Inc()
+	}
+	if err != nil {
+		return err
+	}
+	s.metrics.OTPRequests.WithLabelValues("accepted").Inc()
+	writeJSON(w, http.StatusAccepted, map[string]any{
+		"sent_to": sent.SentTo, "resend_after": int(sent.ResendAfter / time.Second),
+	})
 	return nil
 }

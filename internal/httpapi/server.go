@@ -20,16 +20,18 @@ type Config struct {
 
 // Server holds the handlers' dependencies.
 type Server struct {
-	svc    *link.Service
-	signer *grant.Signer
-	log    *slog.Logger
-	cfg    Config
-	secure bool // cookies get Secure when the public URL is https
+	svc     *link.Service
+	signer  *grant.Signer
+	log     *slog.Logger
+	cfg     Config
+	secure  bool // cookies get Secure when the public URL is https
+	metrics *Metrics
 }
 
 // New returns the API's handler with every route, /metrics and the probes.
 func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Registry, ready *obs.Readiness, log *slog.Logger) http.Handler {
-	s := &Server{svc: svc, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://")}
+	s := &Server{svc: svc, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://"),
+		metrics: NewMetrics(reg)}
 	mux := http.NewServeMux()
 
 	owner := func(h func(http.ResponseWriter, *http.Request, link.Owner) error) http.Handler {
@@ -46,6 +48,7 @@ func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Re
 
 	mux.Handle("GET /s/{token}", s.recipient(s.landing))
 	mux.Handle("POST /s/{token}/verify", s.recipient(s.verify))
+	mux.Handle("POST /s/{token}/otp", s.recipient(s.requestOTP))
 	mux.Handle("GET /s/{token}/targets", s.recipient(s.targets))
 	mux.Handle("GET /s/{token}/open", s.recipient(s.open))
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
@@ -54,7 +57,7 @@ func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Re
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
 	})
-	return instrument(mux, NewMetrics(reg), log)
+	return instrument(mux, s.metrics, log)
 }
 
 type handlerFunc func(http.ResponseWriter, *http.Request) error

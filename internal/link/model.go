@@ -97,3 +97,29 @@ type AccessResult struct {
 	AccessCount int
 	Exhausted   bool
 }
+
+// Challenge is one one-time-code request of an OTP link. The code itself
+// is never stored: CodeHash is its keyed hash, set by the dispatcher.
+type Challenge struct {
+	ID           string
+	LinkID       string
+	Channel      string // email | sms
+	Recipient    string
+	Status       string // pending | sent | failed | verified | expired | locked
+	CodeHash     []byte
+	WrongCodes   int
+	ExpiresAt    time.Time
+	FailedBefore bool // the previous send failed: report it instead of sending
+}
+
+// OTPLimits throttle code requests and bound guessing.
+type OTPLimits struct {
+	TTL                time.Duration // how long a code is valid
+	MinGap             time.Duration // between two sends for one link
+	PerLinkHour        int           // sends per link per hour
+	PerDestinationHour int           // sends per address/number per hour, across links
+	MaxWrongCodes      int           // wrong codes before a challenge locks
+}
+
+// DefaultOTPLimits follow NIST 800-63B and OWASP (see README).
+var DefaultOTPLimits = OTPLimits{TTL: 10 * time.Minute, MinGap: 30 * time.Second, PerLinkHour: 5, PerDestinationHour: 10, MaxWrongCodes: 5}

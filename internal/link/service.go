@@ -33,6 +33,10 @@ type Store interface {
 	Access(ctx context.Context, r AccessRequest) (AccessResult, error)
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
 	InsertEvents(ctx context.Context, evs ...events.Event) error
+	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
+	LatestChallenge(ctx context.Context, linkID string) (Challenge, error)
+	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)
+	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 }
 
 // Config is the service's behaviour that operators set.
@@ -42,6 +46,7 @@ type Config struct {
 	SessionTTL    time.Duration // how long an access token lasts
 	VerifyLimit   int           // wrong passwords before a lockout
 	LockFor       time.Duration // lockout length
+	OTP           OTPLimits
 }
 
 // Service is what the HTTP API calls: owners manage links, recipients
@@ -65,6 +70,9 @@ func NewService(store Store, keys *secret.Keys, hasher *password.Hasher, signer 
 	}
 	if cfg.LockFor == 0 {
 		cfg.LockFor = 15 * time.Minute
+	}
+	if cfg.OTP == (OTPLimits{}) {
+		cfg.OTP = DefaultOTPLimits
 	}
 	if cfg.Policy.MaxExpiry == 0 {
 		cfg.Policy.MaxExpiry = 365 * 24 * time.Hour
@@ -397,9 +405,77 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 	return Access{Token: sessTok, ExpiresIn: s.cfg.SessionTTL, Link: l}, nil
 }
 
-// checkCode is replaced by the OTP flow; until then codes never verify.
+// OTPSent is the answer to a code request.
+type OTPSent struct {
+	SentTo      string
+	ResendAfter time.Duration
+}
+
+// RequestOTP records a code request for an OTP link; the dispatcher
+// generates and sends the code, so the API never sees it.
+func (s *Service) RequestOTP(ctx context.Context, token string, actor events.Actor) (OTPSent, error) {
+	l, err := s.Resolve(ctx, token)
+	if err != nil {
+		return OTPSent{}, err
+	}
+	if l.AuthType != AuthEmailOTP && l.AuthType != AuthSMSOTP {
+		return OTPSent{}, apperr.New(apperr.Conflict, "not_otp_link", "this link does not use one-time codes")
+	}
+	ch, err := s.store.RequestOTP(ctx, l, s.cfg.OTP, actor)
+	if err != nil {
+		return OTPSent{}, err
+	}
+	if ch.FailedBefore {
+		e := apperr.New(apperr.Upstream, "otp_send_failed",
+			"we could not deliver the last code to %s; ask again, or ask the sender to check the address", l.Destination())
+		e.RetryAfter = s.cfg.OTP.MinGap
+		return OTPSent{}, e
+	}
+	return OTPSent{SentTo: l.Destination(), ResendAfter: s.cfg.OTP.MinGap}, nil
+}
+
+// checkCode verifies a one-time code against the link's newest challenge.
+// The attempt is charged before the comparison, which is constant-time on
+// keyed hashes bound to the challenge.
 func (s *Service) checkCode(ctx context.Context, l Link, code string, actor events.Actor) (string, error) {
-	return "", apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong or has expired")
+	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
+	if code == "" {
+		return "", apperr.Field("code", "code_required", "enter the code we sent you")
+	}
+	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
+		return "", apperr.Field("code", "invalid_code_format", "the code is 6 digits")
+	}
+	ch, err := s.store.LatestChallenge(ctx, l.ID)
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case ch.Status == "locked":
+		return "", apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
+	case ch.Status == "expired" || !ch.ExpiresAt.After(s.now()):
+		return "", apperr.New(apperr.Unauthorized, "code_expired", "the code has expired: request a new code")
+	case ch.Status == "failed":
+		return "", apperr.New(apperr.Unauthorized, "no_code", "the code could not be delivered: request a new code")
+	case ch.Status == "verified":
+		return "", apperr.New(apperr.Unauthorized, "code_used", "the code was already used: request a new code")
+	case ch.CodeHash == nil:
+		return "", apperr.New(apperr.Unauthorized, "code_not_sent", "the code is still on its way; try again in a moment")
+	}
+	used, err := s.store.ChargeCodeAttempt(ctx, ch.ID, s.cfg.OTP.MaxWrongCodes)
+	if err != nil {
+		return "", err
+	}
+	if secret.Equal(s.keys.OTPHash(ch.ID, code), ch.CodeHash) {
+		return ch.ID, nil
+	}
+	if err := s.store.FailCode(ctx, l, ch.ID, used, s.cfg.OTP.MaxWrongCodes, actor); err != nil {
+		return "", err
+	}
+	left := s.cfg.OTP.MaxWrongCodes - used
+	if left <= 0 {
+		return "", apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
+	}
+	return "", apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong; %d attempts left", left)
 }
 
 // SessionLink returns the link an access token opens. A link that stopped

@@ -91,7 +91,7 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 		res.Exhausted = status == link.StatusExhausted
 		if r.ChallengeID != "" {
 			tag, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'verified', updated_at = now()
-				WHERE id = $1 AND status = 'sent' AND expires_at > now()`, r.ChallengeID)
+				WHERE id = $1 AND status IN ('pending', 'sent') AND expires_at > now()`, r.ChallengeID)
 			if err != nil {
 				return fmt.Errorf("consume challenge: %w", err)
 			}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -70,3 +71,6 @@ func insertEvents(ctx context.Context, tx pgx.Tx, evs ...events.Event) error {
 func (s *Store) InsertEvents(ctx context.Context, evs ...events.Event) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error { return insertEvents(ctx, tx, evs...) })
 }
+
+// newID returns a time-ordered id.
+func newID() string { return uuid.Must(uuid.NewV7()).String() }

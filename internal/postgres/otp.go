@@ -1,0 +1,140 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+
+func tooMany(reason, msg string, d time.Duration) error {
+	e := apperr.New(apperr.TooMany, reason, "%s", msg)
+	e.RetryAfter = max(d, time.Second)
+	return e
+}
+
+// RequestOTP records a new challenge for an OTP link and its otp.requested
+// event, after the throttles: a minimum gap and an hourly cap per link, and
+// an hourly cap per destination across links. A send that failed since the
+// last request is reported instead, once. Older open challenges of the link
+// are superseded: only the newest code works.
+func (s *Store) RequestOTP(ctx context.Context, l link.Link, lim link.OTPLimits, actor events.Actor) (link.Challenge, error) {
+	var ch link.Challenge
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// Serialise requests for one link so the throttle holds under concurrency.
+		if _, err := tx.Exec(ctx, `SELECT 1 FROM links WHERE id = $1 FOR UPDATE`, l.ID); err != nil {
+			return fmt.Errorf("lock link: %w", err)
+		}
+		var failedID *string
+		err := tx.QueryRow(ctx, `SELECT id::text FROM otp_challenges
+			WHERE link_id = $1 AND status = 'failed' AND NOT failure_seen AND created_at > now() - interval '1 hour'
+			ORDER BY created_at DESC LIMIT 1`, l.ID).Scan(&failedID)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("check failed sends: %w", err)
+		}
+		if failedID != nil {
+			if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET failure_seen = true WHERE id = $1`, *failedID); err != nil {
+				return fmt.Errorf("mark failure seen: %w", err)
+			}
+			ch.FailedBefore = true
+			return nil
+		}
+		var n int
+		var last, first *time.Time
+		if err := tx.QueryRow(ctx, `SELECT count(*), max(created_at), min(created_at) FROM otp_challenges
+			WHERE link_id = $1 AND created_at > now() - interval '1 hour'`, l.ID).Scan(&n, &last, &first); err != nil {
+			return fmt.Errorf("count challenges: %w", err)
+		}
+		now := time.Now()
+		if last != nil && now.Sub(*last) < lim.MinGap {
+			return tooMany("otp_throttled", "a code was sent moments ago; wait before asking for another", lim.MinGap-now.Sub(*last))
+		}
+		if n >= lim.PerLinkHour {
+			return tooMany("otp_throttled", "too many codes for this link; try again later", first.Add(time.Hour).Sub(now))
+		}
+		var perDest int
+		var firstDest *time.Time
+		if err := tx.QueryRow(ctx, `SELECT count(*), min(created_at) FROM otp_challenges
+			WHERE recipient = $1 AND created_at > now() - interval '1 hour'`, l.Recipient).Scan(&perDest, &firstDest); err != nil {
+			return fmt.Errorf("count destination challenges: %w", err)
+		}
+		if perDest >= lim.PerDestinationHour {
+			return tooMany("otp_throttled", "too many codes sent to this destination; try again later", firstDest.Add(time.Hour).Sub(now))
+		}
+		if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'expired', updated_at = now()
+			WHERE link_id = $1 AND status IN ('pending', 'sent')`, l.ID); err != nil {
+			return fmt.Errorf("supersede challenges: %w", err)
+		}
+		ch = link.Challenge{ID: newID(), LinkID: l.ID, Channel: channelOf(l.AuthType), Recipient: l.Recipient,
+			Status: "pending", ExpiresAt: now.Add(lim.TTL)}
+		if _, err := tx.Exec(ctx, `INSERT INTO otp_challenges (id, link_id, channel, recipient, expires_at)
+			VALUES ($1, $2, $3, $4, $5)`, ch.ID, ch.LinkID, ch.Channel, ch.Recipient, ch.ExpiresAt); err != nil {
+			return fmt.Errorf("insert challenge: %w", err)
+		}
+		return insertEvents(ctx, tx, events.Must(events.OTPRequested, l.OwnerID, l.ID, actor,
+			events.OTPData{ChallengeID: ch.ID, Channel: ch.Channel}))
+	})
+	return ch, err
+}
+
+func channelOf(authType string) string {
+	if authType == link.AuthSMSOTP {
+		return "sms"
+	}
+	return "email"
+}
+
+// LatestChallenge returns the newest challenge of a link.
+func (s *Store) LatestChallenge(ctx context.Context, linkID string) (link.Challenge, error) {
+	var c link.Challenge
+	err := s.pool.QueryRow(ctx, `SELECT id::text, link_id::text, channel, recipient, status, code_hash, wrong_codes, expires_at
+		FROM otp_challenges WHERE link_id = $1 ORDER BY created_at DESC LIMIT 1`, linkID).
+		Scan(&c.ID, &c.LinkID, &c.Channel, &c.Recipient, &c.Status, &c.CodeHash, &c.WrongCodes, &c.ExpiresAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return c, apperr.New(apperr.Unauthorized, "no_code", "request a code first")
+	}
+	if err != nil {
+		return c, fmt.Errorf("latest challenge: %w", err)
+	}
+	return c, nil
+}
+
+// ChargeCodeAttempt counts a code attempt before it is checked and returns
+// the attempts used; a challenge out of attempts is locked.
+func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
+		WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < $2 AND expires_at > now()
+		RETURNING wrong_codes`, challengeID, limit).Scan(&n)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
+	}
+	if err != nil {
+		return 0, fmt.Errorf("charge code attempt: %w", err)
+	}
+	return n, nil
+}
+
+// FailCode records a wrong code; at the limit the challenge locks.
+func (s *Store) FailCode(ctx context.Context, l link.Link, challengeID string, used, limit int, actor events.Actor) error {
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		if used >= limit {
+			if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'locked', updated_at = now()
+				WHERE id = $1 AND status IN ('pending', 'sent')`, challengeID); err != nil {
+				return fmt.Errorf("lock challenge: %w", err)
+			}
+		}
+		reason := "bad_code"
+		if used >= limit {
+			reason = "locked"
+		}
+		return insertEvents(ctx, tx, events.Must(events.LinkVerifyFailed, l.OwnerID, l.ID, actor, events.VerifyFailedData{Reason: reason}))
+	})
+}
