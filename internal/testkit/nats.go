@@ -1,0 +1,64 @@
+package testkit
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+)
+
+// NATS starts an in-process NATS server with JetStream on a random loopback
+// port, storing under tb.TempDir(), shut down when the test ends. It returns the
+// client URL and the server.
+func NATS(tb testing.TB) (url string, srv *server.Server) {
+	tb.Helper()
+	srv = NATSAt(tb, tb.TempDir(), -1)
+	return srv.ClientURL(), srv
+}
+
+// NATSAt starts an in-process JetStream server on 127.0.0.1:port with its store
+// in storeDir. Starting it again on the same storeDir and port after a Shutdown
+// brings the streams back, which is how outage tests simulate a NATS restart.
+// port <= 0 picks a random port (never the NATS default 4222). The server is
+// shut down when the test ends; that is harmless if the test already did.
+func NATSAt(tb testing.TB, storeDir string, port int) *server.Server {
+	tb.Helper()
+	if port <= 0 {
+		port = -1
+	}
+	srv, err := server.NewServer(&server.Options{
+		Host:      "127.0.0.1",
+		Port:      port,
+		JetStream: true,
+		StoreDir:  storeDir,
+		NoLog:     true,
+		NoSigs:    true,
+	})
+	if err != nil {
+		tb.Fatalf("testkit: configure NATS (port %d, store %s): %v", port, storeDir, err)
+	}
+	go srv.Start()
+	tb.Cleanup(func() {
+		srv.Shutdown()
+		srv.WaitForShutdown()
+	})
+	if !srv.ReadyForConnections(10 * time.Second) {
+		tb.Fatalf("testkit: NATS not ready within 10s on 127.0.0.1:%d (store %s)", port, storeDir)
+	}
+	if !srv.JetStreamEnabled() {
+		tb.Fatalf("testkit: NATS started without JetStream (store %s)", storeDir)
+	}
+	return srv
+}
+
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+func FreePort(tb testing.TB) int {
+	tb.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		tb.Fatalf("testkit: find a free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
