@@ -1,6 +1,6 @@
-// Command reaper runs the time-driven work: it expires links past their
-// expiry and repairs states that can get stuck. It also records the audit
-// trail from the event stream.
+// Command reaper runs the time-driven work: it expires links, codes and
+// sessions, purges ended links after the retention, repairs stuck state,
+// and records the audit trail from the event stream. Run any number.
 package main
 
 import (
@@ -11,12 +11,15 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/sharelinks/sharelinks/internal/bootstrap"
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/reaper"
 )
 
 var version = "dev"
@@ -33,8 +36,12 @@ func main() {
 
 func run(ctx context.Context, args []string) error {
 	var s bootstrap.Settings
+	var cfg reaper.Config
 	set := config.New("reaper")
 	bootstrap.Bind(set, &s, ":9092")
+	set.Duration(&cfg.Interval, "REAP_INTERVAL", 15*time.Second, "how often the sweeps run")
+	set.Int(&cfg.Batch, "REAP_BATCH", 5000, "rows per sweep statement")
+	set.Duration(&cfg.Retention, "RETENTION", 30*24*time.Hour, "purge links this long after they ended (0 keeps forever)")
 	if err := set.Parse(args); err != nil {
 		return err
 	}
@@ -43,16 +50,20 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer w.Close()
+	store := postgres.NewStore(w.Pool, w.Relay.Wake)
 	audit, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "audit", MaxDeliver: 20})
 	if err != nil {
 		return fmt.Errorf("NATS_URL: %w", err)
 	}
-	w.Log.Info("consumer audit: acking every event; the audit log is not built yet")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Relay.Run(gctx) })
 	g.Go(func() error {
-		wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, Handler: events.Ignore,
-			MaxDeliver: 20, Log: w.Log, Metrics: w.Consumed}
+		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
+	})
+	g.Go(func() error {
+		wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 8,
+			Handler: func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
+			Log:     w.Log, Metrics: w.Consumed}
 		return wk.Run(gctx)
 	})
 	return g.Wait()

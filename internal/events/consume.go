@@ -66,6 +66,9 @@ type Worker struct {
 	Backoff func(deliveries uint64) time.Duration
 	Log     *slog.Logger
 	Metrics *ConsumerMetrics
+	// OnDeadLetter, when set, records the give-up in Postgres (e.g. marks the
+	// notification failed) before the message is terminated.
+	OnDeadLetter func(ctx context.Context, e Event, reason string) error
 
 	wg sync.WaitGroup
 }
@@ -129,7 +132,7 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	}
 	e, err := Parse(msg.Data())
 	if err != nil {
-		w.deadLetter(ctx, msg, "unparseable: "+err.Error())
+		w.deadLetter(ctx, msg, nil, "unparseable: "+err.Error())
 		return
 	}
 	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
@@ -144,10 +147,10 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		w.count("ok")
 	case errors.As(err, &perm):
 		log.Warn("event failed permanently", "err", err)
-		w.deadLetter(ctx, msg, err.Error())
+		w.deadLetter(ctx, msg, &e, err.Error())
 	case w.MaxDeliver > 0 && deliveries >= uint64(w.MaxDeliver):
 		log.Warn("event out of deliveries", "err", err)
-		w.deadLetter(ctx, msg, "max deliveries: "+err.Error())
+		w.deadLetter(ctx, msg, &e, "max deliveries: "+err.Error())
 	case errors.As(err, &retry):
 		log.Info("event will be retried", "err", err, "delay", retry.Delay)
 		_ = msg.NakWithDelay(retry.Delay)
@@ -162,7 +165,15 @@ func (w *Worker) handle(msg jetstream.Msg) {
 
 // deadLetter republishes the message to the DLQ with its reason, then
 // terminates it so it never blocks the consumer.
-func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, reason string) {
+func (w *Worker) deadLetter(ctx context.Context, msg jetstream.Msg, e *Event, reason string) {
+	if e != nil && w.OnDeadLetter != nil {
+		if err := w.OnDeadLetter(ctx, *e, reason); err != nil {
+			w.Log.Error("recording dead letter failed; leaving message for redelivery", "consumer", w.Name, "err", err)
+			_ = msg.NakWithDelay(30 * time.Second)
+			w.count("retry")
+			return
+		}
+	}
 	dl := &nats.Msg{Subject: DLQPrefix + w.Name, Data: msg.Data(), Header: nats.Header{}}
 	dl.Header.Set("Sharelinks-Reason", truncate(reason, 1000))
 	dl.Header.Set("Sharelinks-Subject", msg.Subject())

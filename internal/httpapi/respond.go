@@ -14,6 +14,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/sharelinks/sharelinks/internal/apperr"
 )
 
@@ -128,4 +130,9 @@ func fieldOr(f string) string {
 		return "the value"
 	}
 	return fmt.Sprintf("%q", f)
+}
+
+func isUUID(s string) bool {
+	_, err := uuid.Parse(s)
+	return err == nil && len(s) == 36
 }

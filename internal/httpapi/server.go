@@ -45,6 +45,8 @@ func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Re
 	mux.Handle("POST /v1/links/send", owner(s.sendLinks))
 	mux.Handle("GET /v1/links/{id}/notifications", owner(s.linkNotifications))
 	mux.Handle("GET /v1/notifications/{id}", owner(s.getNotification))
+	mux.Handle("GET /v1/links/{id}/events", owner(s.linkEvents))
+	mux.Handle("GET /v1/events", owner(s.ownerEvents))
 
 	mux.Handle("GET /s/{token}", s.recipient(s.landing))
 	mux.Handle("POST /s/{token}/verify", s.recipient(s.verify))

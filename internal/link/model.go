@@ -123,3 +123,12 @@ type OTPLimits struct {
 
 // DefaultOTPLimits follow NIST 800-63B and OWASP (see README).
 var DefaultOTPLimits = OTPLimits{TTL: 10 * time.Minute, MinGap: 30 * time.Second, PerLinkHour: 5, PerDestinationHour: 10, MaxWrongCodes: 5}
+
+// AuditQuery filters an owner's audit trail; After is the decoded cursor.
+type AuditQuery struct {
+	LinkID string
+	Type   string
+	Since  time.Time
+	Size   int
+	After  *Cursor
+}

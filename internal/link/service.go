@@ -37,6 +37,7 @@ type Store interface {
 	LatestChallenge(ctx context.Context, linkID string) (Challenge, error)
 	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
+	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
 }
 
 // Config is the service's behaviour that operators set.
@@ -579,4 +580,26 @@ func (s *Service) OpenDirect(ctx context.Context, token, targetID string, actor 
 		return Opened{}, err
 	}
 	return o, nil
+}
+
+// Audit returns a page of the owner's audit trail (newest first) and the
+// cursor of the next page. A link filter for a link that is not the
+// owner's is NotFound.
+func (s *Service) Audit(ctx context.Context, owner Owner, q AuditQuery) ([]events.Event, *Cursor, error) {
+	if q.LinkID != "" {
+		if _, err := s.store.GetLink(ctx, owner.ID, q.LinkID); err != nil {
+			return nil, nil, err
+		}
+	}
+	evs, err := s.store.ListAudit(ctx, owner.ID, q)
+	if err != nil {
+		return nil, nil, err
+	}
+	var next *Cursor
+	if len(evs) > q.Size {
+		evs = evs[:q.Size]
+		last := evs[len(evs)-1]
+		next = &Cursor{OrderBy: "occurred_at", Desc: true, At: last.OccurredAt, ID: last.ID}
+	}
+	return evs, next, nil
 }

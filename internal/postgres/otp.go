@@ -13,7 +13,6 @@ import (
 	"github.com/sharelinks/sharelinks/internal/link"
 )
 
-
 func tooMany(reason, msg string, d time.Duration) error {
 	e := apperr.New(apperr.TooMany, reason, "%s", msg)
 	e.RetryAfter = max(d, time.Second)

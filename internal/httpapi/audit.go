@@ -1,0 +1,102 @@
+package httpapi
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+)
+
+type auditEventJSON struct {
+	ID         string          `json:"id"`
+	Type       string          `json:"type"`
+	LinkID     string          `json:"link_id"`
+	OccurredAt time.Time       `json:"occurred_at"`
+	Actor      events.Actor    `json:"actor"`
+	Data       json.RawMessage `json:"data"`
+}
+
+func encodeCursor(c *link.Cursor) string {
+	raw, _ := json.Marshal(c)
+	return base64.RawURLEncoding.EncodeToString(raw)
+}
+
+func parseAuditQuery(r *http.Request, allowed map[string]bool) (link.AuditQuery, error) {
+	v := r.URL.Query()
+	for k := range v {
+		if !allowed[k] {
+			e := apperr.New(apperr.Invalid, "unknown_parameter", "unknown query parameter %q", k)
+			e.Field = k
+			return link.AuditQuery{}, e
+		}
+	}
+	q := link.AuditQuery{Size: 50, LinkID: v.Get("link_id"), Type: v.Get("type")}
+	if sz := v.Get("size"); sz != "" {
+		n, err := strconv.Atoi(sz)
+		if err != nil || n < 1 || n > 100 {
+			return q, apperr.Field("size", "invalid_size", "size must be 1 to 100")
+		}
+		q.Size = n
+	}
+	if since := v.Get("since"); since != "" {
+		t, err := time.Parse(time.RFC3339, since)
+		if err != nil {
+			return q, apperr.Field("since", "invalid_since", "since must be an RFC 3339 time")
+		}
+		q.Since = t
+	}
+	if last := v.Get("last"); last != "" {
+		var c link.Cursor
+		raw, err := base64.RawURLEncoding.DecodeString(last)
+		if err != nil || json.Unmarshal(raw, &c) != nil || c.ID == "" || c.OrderBy != "occurred_at" {
+			return q, apperr.Field("last", "invalid_cursor", "last must be the value of a previous response's last")
+		}
+		q.After = &c
+	}
+	return q, nil
+}
+
+func (s *Server) writeAudit(w http.ResponseWriter, r *http.Request, o link.Owner, q link.AuditQuery) error {
+	evs, next, err := s.svc.Audit(r.Context(), o, q)
+	if err != nil {
+		return err
+	}
+	out := make([]auditEventJSON, len(evs))
+	for i, e := range evs {
+		out[i] = auditEventJSON{ID: e.ID, Type: e.Type, LinkID: e.LinkID, OccurredAt: e.OccurredAt.UTC(), Actor: e.Actor, Data: e.Data}
+	}
+	resp := map[string]any{"events": out}
+	if next != nil {
+		resp["last"] = encodeCursor(next)
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+func (s *Server) linkEvents(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	q, err := parseAuditQuery(r, map[string]bool{"size": true, "last": true})
+	if err != nil {
+		return err
+	}
+	q.LinkID = r.PathValue("id")
+	if !isUUID(q.LinkID) {
+		return apperr.New(apperr.NotFound, "link_not_found", "link not found")
+	}
+	return s.writeAudit(w, r, o, q)
+}
+
+func (s *Server) ownerEvents(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	q, err := parseAuditQuery(r, map[string]bool{"size": true, "last": true, "type": true, "link_id": true, "since": true})
+	if err != nil {
+		return err
+	}
+	if q.LinkID != "" && !isUUID(q.LinkID) {
+		return apperr.Field("link_id", "invalid_link_id", "link_id must be a link id")
+	}
+	return s.writeAudit(w, r, o, q)
+}

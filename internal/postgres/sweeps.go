@@ -1,0 +1,182 @@
+package postgres
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+)
+
+// eventSQL builds an event envelope in SQL for set-wise writes; it must
+// match events.Event (the schema tests check what is published).
+const eventSQL = `convert_to(json_build_object(
+	'id', e.id, 'type', %[1]s, 'version', 1,
+	'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+	'owner_id', e.owner_id, 'link_id', e.link_id,
+	'actor', json_build_object('type', 'system'), 'data', %[2]s)::text, 'UTF8')`
+
+// ExpireDue marks up to batch active links past their expiry as expired,
+// with one link.expired event each, in one statement. Rows are claimed with
+// SKIP LOCKED, so concurrent reapers take disjoint batches and a link is
+// expired (and its event written) exactly once.
+func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
+	q := fmt.Sprintf(`
+		WITH due AS (
+			SELECT id FROM links
+			WHERE status = 'active' AND expires_at <= now()
+			ORDER BY expires_at
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED
+		), expired AS (
+			UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
+			FROM due WHERE l.id = due.id
+			RETURNING l.id AS link_id, l.owner_id
+		), e AS (
+			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
+		)
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, $2, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkExpired+"'", "json_build_object()"))
+	tag, err := s.pool.Exec(ctx, q, batch, events.SubjectPrefix+events.LinkExpired)
+	if err != nil {
+		return 0, fmt.Errorf("expire links: %w", err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		s.wake()
+	}
+	return n, nil
+}
+
+// ExpireChallenges marks open OTP challenges past their time expired.
+func (s *Store) ExpireChallenges(ctx context.Context, batch int) (int, error) {
+	tag, err := s.pool.Exec(ctx, `UPDATE otp_challenges SET status = 'expired', updated_at = now()
+		WHERE id IN (SELECT id FROM otp_challenges WHERE status IN ('pending', 'sent') AND expires_at <= now()
+			LIMIT $1 FOR UPDATE SKIP LOCKED)`, batch)
+	if err != nil {
+		return 0, fmt.Errorf("expire challenges: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// DeleteExpiredSessions removes recipient sessions past their time.
+func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM access_sessions
+		WHERE id IN (SELECT id FROM access_sessions WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)`, batch)
+	if err != nil {
+		return 0, fmt.Errorf("delete sessions: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// PurgeEnded deletes links that ended more than retention ago, with their
+// rows (cascade), writing link.purged for each.
+func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error) {
+	q := fmt.Sprintf(`
+		WITH gone AS (
+			DELETE FROM links WHERE id IN (
+				SELECT id FROM links WHERE ended_at IS NOT NULL AND ended_at < now() - $1 * interval '1 second'
+				LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING id AS link_id, owner_id
+		), e AS (
+			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM gone
+		)
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkPurged+"'", "json_build_object()"))
+	tag, err := s.pool.Exec(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged)
+	if err != nil {
+		return 0, fmt.Errorf("purge links: %w", err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		s.wake()
+	}
+	return n, nil
+}
+
+// DeletePublishedOutbox removes outbox rows published more than keep ago.
+func (s *Store) DeletePublishedOutbox(ctx context.Context, keep time.Duration, batch int) (int, error) {
+	tag, err := s.pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
+		SELECT id FROM outbox WHERE published_at < now() - $1 * interval '1 second' LIMIT $2 FOR UPDATE SKIP LOCKED)`,
+		keep.Seconds(), batch)
+	if err != nil {
+		return 0, fmt.Errorf("delete published outbox rows: %w", err)
+	}
+	return int(tag.RowsAffected()), nil
+}
+
+// StaleOutbox counts rows unpublished for longer than age: the relay will
+// take them, and the count is the repair metric.
+func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error) {
+	var n int
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL
+		AND created_at < now() - $1 * interval '1 second'`, age.Seconds()).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("count stale outbox rows: %w", err)
+	}
+	if n > 0 {
+		s.wake()
+	}
+	return n, nil
+}
+
+// ReemitStuckNotifications writes a fresh notification.requested event for
+// queued notifications whose event was lost in transport: never attempted
+// after fresh, or untouched for longer than stale (which must exceed the
+// longest retry delay). The consumer's claim makes the duplicate harmless.
+func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error) {
+	q := fmt.Sprintf(`
+		WITH stuck AS (
+			UPDATE notifications SET updated_at = now()
+			WHERE id IN (
+				SELECT id FROM notifications
+				WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until < now())
+				AND ((attempts = 0 AND updated_at < now() - $1 * interval '1 second')
+					OR updated_at < now() - $2 * interval '1 second')
+				LIMIT $3 FOR UPDATE SKIP LOCKED)
+			RETURNING id AS notification_id, link_id, owner_id, channel
+		), e AS (
+			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
+		)
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, $4, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.NotificationRequested+"'",
+		"json_build_object('notification_id', e.notification_id, 'channel', e.channel)"))
+	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested)
+	if err != nil {
+		return 0, fmt.Errorf("re-emit notifications: %w", err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		s.wake()
+	}
+	return n, nil
+}
+
+// ReemitStuckChallenges does the same for code requests never attempted.
+func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error) {
+	q := fmt.Sprintf(`
+		WITH stuck AS (
+			UPDATE otp_challenges c SET updated_at = now()
+			FROM links l
+			WHERE l.id = c.link_id AND c.id IN (
+				SELECT id FROM otp_challenges
+				WHERE status = 'pending' AND expires_at > now() AND (claimed_until IS NULL OR claimed_until < now())
+				AND updated_at < now() - $1 * interval '1 second'
+				LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING c.id AS challenge_id, c.link_id, l.owner_id, c.channel
+		), e AS (
+			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
+		)
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.OTPRequested+"'",
+		"json_build_object('challenge_id', e.challenge_id, 'channel', e.channel)"))
+	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested)
+	if err != nil {
+		return 0, fmt.Errorf("re-emit challenges: %w", err)
+	}
+	n := int(tag.RowsAffected())
+	if n > 0 {
+		s.wake()
+	}
+	return n, nil
+}
