@@ -1,0 +1,214 @@
+package reaper_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/reaper"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+	"github.com/sharelinks/sharelinks/schemas"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type bundle struct {
+	pool    *pgxpool.Pool
+	store   *postgres.Store
+	ownerID string
+}
+
+func setup(t *testing.T) bundle {
+	t.Helper()
+	dbURL := testkit.MigratedDB(t)
+	pool, err := postgres.Open(context.Background(), dbURL, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	var owner string
+	if err := pool.QueryRow(context.Background(), `INSERT INTO owners (name) VALUES ('o') RETURNING id::text`).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	return bundle{pool: pool, store: postgres.NewStore(pool, nil), ownerID: owner}
+}
+
+// seedLinks bulk-inserts n links expiring at expiresIn from now.
+func seedLinks(t *testing.T, b bundle, n int, expiresIn time.Duration) {
+	t.Helper()
+	_, err := b.pool.Exec(context.Background(), `
+		INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, targets, expires_at)
+		SELECT sharelinks_uuid_v7(), $1, sha256(g::text::bytea || random()::text::bytea), '\x00', 'view', 'none',
+			'[{"id":"t","type":"file"}]', now() + $3 * interval '1 second'
+		FROM generate_series(1, $2) g`, b.ownerID, n, expiresIn.Seconds())
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func count(t *testing.T, b bundle, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := b.pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestExpiresDueLinksWithOneEventEach(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seedLinks(t, b, 30, -time.Second)
+	seedLinks(t, b, 5, time.Hour)
+	reg := prometheus.NewRegistry()
+	m := reaper.NewMetrics(reg)
+	r := reaper.New(b.store, reaper.Config{Interval: 50 * time.Millisecond, Batch: 7}, quiet, m)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = r.Run(ctx) }()
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return count(t, b, `SELECT count(*) FROM links WHERE status = 'expired'`) == 30
+	}, "30 due links expired within an interval")
+	if n := count(t, b, `SELECT count(*) FROM links WHERE status = 'active'`); n != 5 {
+		t.Fatalf("%d active links left, want 5", n)
+	}
+	if n := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.link.expired'`); n != 30 {
+		t.Fatalf("%d expired events, want 30", n)
+	}
+	if got := testutil.ToFloat64(m.Expired); got != 30 {
+		t.Fatalf("metric %v", got)
+	}
+	// A link that expires later is picked up by a later interval.
+	if _, err := b.pool.Exec(ctx, `UPDATE links SET expires_at = now() WHERE status = 'active'`); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return count(t, b, `SELECT count(*) FROM links WHERE status = 'expired'`) == 35
+	}, "later links expired by the next interval")
+}
+
+func TestTwoReapersRaceWithoutDoubleExpiry(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	const n = 100_000
+	seedLinks(t, b, n, -time.Second)
+	var wg sync.WaitGroup
+	totals := make([]int, 2)
+	for i := range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				got, err := b.store.ExpireDue(context.Background(), 5000)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				totals[i] += got
+				if got == 0 {
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if totals[0]+totals[1] != n {
+		t.Fatalf("reapers expired %d + %d, want %d in all", totals[0], totals[1], n)
+	}
+	if totals[0] == 0 || totals[1] == 0 {
+		t.Logf("one reaper did all the work (%v): allowed, but the race was not exercised", totals)
+	}
+	if got := count(t, b, `SELECT count(*) FROM outbox`); got != n {
+		t.Fatalf("%d events, want %d", got, n)
+	}
+	// One event per link: as many distinct links as events.
+	if got := count(t, b, `SELECT count(DISTINCT convert_from(payload,'UTF8')::json->>'link_id') FROM outbox`); got != n {
+		t.Fatalf("events cover %d links, want %d", got, n)
+	}
+}
+
+func TestPurgeAfterRetention(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seedLinks(t, b, 10, -time.Second)
+	r := reaper.New(b.store, reaper.Config{Retention: time.Hour}, quiet, reaper.NewMetrics(prometheus.NewRegistry()))
+	r.RunOnce(context.Background())
+	if n := count(t, b, `SELECT count(*) FROM links`); n != 10 {
+		t.Fatalf("purged before retention: %d left", n)
+	}
+	if _, err := b.pool.Exec(context.Background(), `UPDATE links SET ended_at = now() - interval '2 hours' WHERE id IN (SELECT id FROM links LIMIT 4)`); err != nil {
+		t.Fatal(err)
+	}
+	r.RunOnce(context.Background())
+	if n := count(t, b, `SELECT count(*) FROM links`); n != 6 {
+		t.Fatalf("%d links left, want 6", n)
+	}
+	if n := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.link.purged'`); n != 4 {
+		t.Fatalf("%d purged events, want 4", n)
+	}
+	keep := reaper.New(b.store, reaper.Config{Retention: 0}, quiet, reaper.NewMetrics(prometheus.NewRegistry()))
+	if _, err := b.pool.Exec(context.Background(), `UPDATE links SET ended_at = now() - interval '1000 days'`); err != nil {
+		t.Fatal(err)
+	}
+	keep.RunOnce(context.Background())
+	if n := count(t, b, `SELECT count(*) FROM links`); n != 6 {
+		t.Fatalf("retention 0 purged: %d left", n)
+	}
+}
+
+func TestRepairsReemitLostNotificationEvents(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seedLinks(t, b, 1, time.Hour)
+	ctx := context.Background()
+	var linkID string
+	if err := b.pool.QueryRow(ctx, `SELECT id::text FROM links`).Scan(&linkID); err != nil {
+		t.Fatal(err)
+	}
+	// A notification whose event never reached the stream, another being
+	// retried (recent attempt), another sent.
+	_, err := b.pool.Exec(ctx, `INSERT INTO notifications (id, owner_id, link_id, channel, recipient, status, attempts, updated_at) VALUES
+		(sharelinks_uuid_v7(), $1, $2, 'email', 'lost@example.com', 'queued', 0, now() - interval '10 minutes'),
+		(sharelinks_uuid_v7(), $1, $2, 'email', 'retrying@example.com', 'queued', 3, now() - interval '10 minutes'),
+		(sharelinks_uuid_v7(), $1, $2, 'email', 'sent@example.com', 'sent', 1, now() - interval '10 hours')`, b.ownerID, linkID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An outbox row left unpublished (NATS was down, relay died).
+	if _, err := b.pool.Exec(ctx, `INSERT INTO outbox (id, subject, payload, created_at) VALUES (sharelinks_uuid_v7(), 's', '\x7b7d', now() - interval '5 minutes')`); err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	m := reaper.NewMetrics(reg)
+	r := reaper.New(b.store, reaper.Config{}, quiet, m)
+	r.RunOnce(ctx)
+	if got := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.notification.requested'`); got != 1 {
+		t.Fatalf("%d re-emitted notification events, want 1", got)
+	}
+	var payload string
+	if err := b.pool.QueryRow(ctx, `SELECT convert_from(payload, 'UTF8') FROM outbox WHERE subject = 'sharelinks.events.notification.requested'`).Scan(&payload); err != nil {
+		t.Fatal(err)
+	}
+	if err := schemas.ValidateEvent([]byte(payload)); err != nil {
+		t.Fatalf("re-emitted event fails its schema: %v\n%s", err, payload)
+	}
+	if got := testutil.ToFloat64(m.Repairs.WithLabelValues("notification_reemit")); got != 1 {
+		t.Fatalf("notification repairs metric %v", got)
+	}
+	if got := testutil.ToFloat64(m.Repairs.WithLabelValues("outbox_republish")); got != 1 {
+		t.Fatalf("outbox repairs metric %v", got)
+	}
+	// Right after a repair the row is fresh again: no second re-emit.
+	r.RunOnce(ctx)
+	if got := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.notification.requested'`); got != 1 {
+		t.Fatalf("re-emitted twice: %d", got)
+	}
+}
