@@ -23,19 +23,21 @@ import (
 	"github.com/sharelinks/sharelinks/internal/obs"
 	"github.com/sharelinks/sharelinks/internal/password"
 	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/webhook"
 )
 
 type serveConfig struct {
 	config.Common
-	HTTPAddr        string
-	PublicBaseURL   string
-	MaxExpiry       time.Duration
-	ForbidOpenLinks bool
-	PhoneRegion     string
-	GrantTTL        time.Duration
-	SessionTTL      time.Duration
-	DBMaxConns      int
-	ShutdownTimeout time.Duration
+	HTTPAddr            string
+	PublicBaseURL       string
+	MaxExpiry           time.Duration
+	ForbidOpenLinks     bool
+	PhoneRegion         string
+	GrantTTL            time.Duration
+	SessionTTL          time.Duration
+	DBMaxConns          int
+	ShutdownTimeout     time.Duration
+	WebhookAllowPrivate bool
 }
 
 func serve(ctx context.Context, args []string) error {
@@ -51,6 +53,7 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	set.Bool(&c.WebhookAllowPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback/private networks")
 	if err := set.Parse(args); err != nil {
 		return err
 	}
@@ -107,7 +110,8 @@ func serve(ctx context.Context, args []string) error {
 		}
 		return nil
 	})
-	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL}, svc, signer, reg, ready, log)
+	hooks := webhook.NewService(store, c.Keys, webhook.Guard{AllowPrivate: c.WebhookAllowPrivate})
+	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL}, svc, hooks, signer, reg, ready, log)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

@@ -11,6 +11,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/grant"
 	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/obs"
+	"github.com/sharelinks/sharelinks/internal/webhook"
 )
 
 // Config is the edge's own configuration.
@@ -26,11 +27,12 @@ type Server struct {
 	cfg     Config
 	secure  bool // cookies get Secure when the public URL is https
 	metrics *Metrics
+	hooks   *webhook.Service
 }
 
 // New returns the API's handler with every route, /metrics and the probes.
-func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Registry, ready *obs.Readiness, log *slog.Logger) http.Handler {
-	s := &Server{svc: svc, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://"),
+func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Signer, reg *prometheus.Registry, ready *obs.Readiness, log *slog.Logger) http.Handler {
+	s := &Server{svc: svc, hooks: hooks, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://"),
 		metrics: NewMetrics(reg)}
 	mux := http.NewServeMux()
 
@@ -47,6 +49,10 @@ func New(cfg Config, svc *link.Service, signer *grant.Signer, reg *prometheus.Re
 	mux.Handle("GET /v1/notifications/{id}", owner(s.getNotification))
 	mux.Handle("GET /v1/links/{id}/events", owner(s.linkEvents))
 	mux.Handle("GET /v1/events", owner(s.ownerEvents))
+	mux.Handle("POST /v1/webhooks", owner(s.createWebhook))
+	mux.Handle("GET /v1/webhooks", owner(s.listWebhooks))
+	mux.Handle("DELETE /v1/webhooks/{id}", owner(s.deleteWebhook))
+	mux.Handle("GET /v1/webhooks/{id}/deliveries", owner(s.webhookDeliveries))
 
 	mux.Handle("GET /s/{token}", s.recipient(s.landing))
 	mux.Handle("POST /s/{token}/verify", s.recipient(s.verify))

@@ -25,6 +25,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/password"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/secret"
+	"github.com/sharelinks/sharelinks/internal/webhook"
 	"github.com/sharelinks/sharelinks/schemas"
 )
 
@@ -139,7 +140,8 @@ func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack 
 	hasher := password.NewHasher(password.Params{Memory: 1024, Time: 1, Threads: 1}, 0)
 	svc := link.NewService(store, keys, hasher, signer, cfg)
 	ready := obs.NewReadiness()
-	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL}, svc, signer, reg, ready, log)
+	hooks := webhook.NewService(store, keys, webhook.Guard{AllowPrivate: true})
+	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL}, svc, hooks, signer, reg, ready, log)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = relay.Run(rctx); close(done) }()
