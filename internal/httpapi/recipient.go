@@ -41,6 +41,9 @@ var landingPage = template.Must(template.New("landing").Parse(`<!doctype html>
 </main></body></html>`))
 
 func (s *Server) landing(w http.ResponseWriter, r *http.Request) error {
+	if !wantsJSON(r) && s.cfg.Pages != nil {
+		return s.cfg.Pages.Landing(w, r)
+	}
 	l, err := s.svc.Resolve(r.Context(), r.PathValue("token"))
 	if err != nil {
 		return err

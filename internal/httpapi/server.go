@@ -17,6 +17,18 @@ import (
 // Config is the edge's own configuration.
 type Config struct {
 	PublicBaseURL string
+	// Pages renders the recipient web pages; nil serves a bare page.
+	Pages Pages
+}
+
+// Pages is the recipient web experience (HTML, forms, assets), mounted
+// beside the JSON endpoints. The JSON API and the pages share the access
+// cookie, so GET /s/{token}/open works from a browser after a form verify.
+type Pages interface {
+	// Landing renders GET /s/{token} for browsers (requests not asking for JSON).
+	Landing(w http.ResponseWriter, r *http.Request) error
+	// Register adds the pages' own routes (form posts, assets) to mux.
+	Register(mux *http.ServeMux)
 }
 
 // Server holds the handlers' dependencies.
@@ -61,6 +73,9 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.Handle("GET /s/{token}/open", s.recipient(s.open))
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
 
+	if cfg.Pages != nil {
+		cfg.Pages.Register(mux)
+	}
 	obs.Handle(mux, reg, ready)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
