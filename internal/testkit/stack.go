@@ -237,3 +237,28 @@ func (s *Stack) Do(tb testing.TB, method, path, bearer string, body any, headers
 	}
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
+
+// ValidateOutbox checks every event written to the outbox so far against
+// its JSON Schema: the events workers write as well as the API's.
+func (s *Stack) ValidateOutbox(tb testing.TB) {
+	tb.Helper()
+	rows, err := s.Pool.Query(context.Background(), `SELECT payload FROM outbox`)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var raw []byte
+		if err := rows.Scan(&raw); err != nil {
+			tb.Fatal(err)
+		}
+		if err := schemas.ValidateEvent(raw); err != nil {
+			tb.Errorf("outbox event fails its schema: %v\n%s", err, raw)
+		}
+		n++
+	}
+	if n == 0 {
+		tb.Error("no events in the outbox to validate")
+	}
+}
