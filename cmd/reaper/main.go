@@ -60,11 +60,10 @@ func run(ctx context.Context, args []string) error {
 	g.Go(func() error {
 		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
 	})
-	g.Go(func() error {
-		wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 8,
-			Handler: func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
-			Log:     w.Log, Metrics: w.Consumed}
-		return wk.Run(gctx)
-	})
+	wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 8,
+		Handler: func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
+		Log:     w.Log, Metrics: w.Consumed}
+	w.Ready.Add("consumers", events.ReadyCheck(wk))
+	g.Go(func() error { return wk.Run(gctx) })
 	return g.Wait()
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -70,7 +71,23 @@ type Worker struct {
 	// notification failed) before the message is terminated.
 	OnDeadLetter func(ctx context.Context, e Event, reason string) error
 
-	wg sync.WaitGroup
+	wg      sync.WaitGroup
+	running atomic.Bool
+}
+
+// Running reports whether the worker is consuming (for /readyz).
+func (w *Worker) Running() bool { return w.running.Load() }
+
+// ReadyCheck is a readiness check that fails unless every worker runs.
+func ReadyCheck(workers ...*Worker) func(context.Context) error {
+	return func(context.Context) error {
+		for _, w := range workers {
+			if !w.Running() {
+				return fmt.Errorf("consumer %s not running", w.Name)
+			}
+		}
+		return nil
+	}
 }
 
 // Run consumes until ctx ends, then stops fetching and waits for in-flight
@@ -88,6 +105,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", w.Name, err)
 	}
+	w.running.Store(true)
+	defer w.running.Store(false)
 	go func() {
 		<-ctx.Done()
 		it.Drain()
