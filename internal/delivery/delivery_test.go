@@ -1,0 +1,376 @@
+package delivery_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sharelinks/sharelinks/internal/compose"
+	"github.com/sharelinks/sharelinks/internal/delivery"
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/mail"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/sms"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+type notifierOpts struct {
+	smtp      *testkit.SMTPServer
+	twilio    *testkit.TwilioServer
+	retryBase time.Duration
+	attempts  int
+	lease     time.Duration
+	ackWait   time.Duration
+	// wrap lets a test interfere with handling (to simulate a crash).
+	wrap func(events.Handler) events.Handler
+}
+
+// startNotifier runs the notifier's two consumers in-process against the
+// stack's Postgres and NATS, sending through real SMTP and Twilio clients
+// to the loopback test servers. It returns a stop function.
+func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()) {
+	t.Helper()
+	if o.retryBase == 0 {
+		o.retryBase = 50 * time.Millisecond
+	}
+	if o.attempts == 0 {
+		o.attempts = 10
+	}
+	if o.lease == 0 {
+		o.lease = 30 * time.Second
+	}
+	if o.wrap == nil {
+		o.wrap = func(h events.Handler) events.Handler { return h }
+	}
+	var mailer delivery.MailSender = mail.NewFileSink(t.TempDir(), "x <x@example.com>")
+	if o.smtp != nil {
+		m, err := mail.NewSMTP(o.smtp.URL(), "Sharelinks <no-reply@share.example.com>", mail.WithLogger(quiet))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = m.Close() })
+		mailer = m
+	}
+	var texter delivery.SMSSender = sms.NewLogSink(t.TempDir(), quiet)
+	if o.twilio != nil {
+		tw, err := sms.NewTwilio(sms.TwilioConfig{AccountSID: o.twilio.SID(), AuthToken: o.twilio.Token(),
+			From: "+15005550006", APIURL: o.twilio.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		texter = tw
+	}
+	reg := prometheus.NewRegistry()
+	w := delivery.New(postgres.NewStore(st.Pool, st.Relay.Wake), st.Keys, mailer, mail.IsTemporary, texter, sms.IsTemporary,
+		delivery.Config{
+			PublicBaseURL: "https://share.example.com",
+			Brand:         compose.Brand{Name: "Sharelinks"},
+			Notify:        delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: o.attempts},
+			OTP:           delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: 3},
+			Lease:         o.lease,
+		}, quiet, delivery.NewMetrics(reg))
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	cm := events.NewConsumerMetrics(reg)
+	for _, c := range []struct {
+		spec events.ConsumerSpec
+		h    events.Handler
+		dead func(context.Context, events.Event, string) error
+	}{
+		{events.ConsumerSpec{Name: "notifier", Types: []string{events.NotificationRequested}, MaxDeliver: o.attempts + 5, AckWait: o.ackWait}, w.HandleNotification, w.DeadNotification},
+		{events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: 8, AckWait: o.ackWait}, w.HandleOTP, w.DeadOTP},
+	} {
+		cons, err := events.EnsureConsumer(ctx, st.JS, c.spec)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wk := &events.Worker{Name: c.spec.Name, Consumer: cons, JS: st.JS, Handler: o.wrap(c.h), OnDeadLetter: c.dead,
+			Concurrency: 4, MaxDeliver: c.spec.MaxDeliver, Log: quiet, Metrics: cm}
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = wk.Run(ctx) }()
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func future() string { return time.Now().Add(72 * time.Hour).UTC().Format(time.RFC3339) }
+
+type created struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+func (c created) path() string {
+	u, _ := url.Parse(c.URL)
+	return u.Path
+}
+
+func createLink(t *testing.T, st *testkit.Stack, key string, auth map[string]any, notify bool) created {
+	t.Helper()
+	s := map[string]any{
+		"targets":    []any{map[string]any{"id": "plan.pdf", "type": "file", "url": "https://storage.example.com/plan.pdf"}},
+		"link_type":  "download",
+		"expires_at": future(),
+		"title":      "Quarterly <plan>",
+		"message":    "Hi & welcome",
+		"notify":     notify,
+	}
+	if auth != nil {
+		s["authenticators"] = []any{auth}
+	}
+	r := st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{s}})
+	if r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var out struct{ Links []created }
+	r.JSON(t, &out)
+	return out.Links[0]
+}
+
+type notificationView struct {
+	ID         string  `json:"id"`
+	Status     string  `json:"status"`
+	Attempts   int     `json:"attempts"`
+	LastError  *string `json:"last_error"`
+	ProviderID *string `json:"provider_id"`
+	SentAt     *string `json:"sent_at"`
+}
+
+func notifications(t *testing.T, st *testkit.Stack, key, linkID string) []notificationView {
+	t.Helper()
+	var out struct{ Notifications []notificationView }
+	st.Do(t, "GET", "/v1/links/"+linkID+"/notifications", key, nil).JSON(t, &out)
+	return out.Notifications
+}
+
+func waitStatus(t *testing.T, st *testkit.Stack, key, linkID, status string) notificationView {
+	t.Helper()
+	var n notificationView
+	testkit.Eventually(t, 15*time.Second, func() bool {
+		ns := notifications(t, st, key, linkID)
+		if len(ns) != 1 {
+			return false
+		}
+		n = ns[0]
+		return n.Status == status
+	}, "notification of %s reaches %s", linkID, status)
+	return n
+}
+
+func emailOTP(addr string) map[string]any {
+	return map[string]any{"auth_type": "email_otp", "auth_context": addr}
+}
+
+func smsOTP(phone string) map[string]any {
+	return map[string]any{"auth_type": "sms_otp", "auth_context": phone}
+}
+
+func TestNotificationEmailSent(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "Acme Legal")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("ann@example.com"), true)
+	msgs := srv.WaitMessages(t, 1, 10*time.Second)
+	m := msgs[0]
+	n := waitStatus(t, st, key, l.ID, "sent")
+	if n.Attempts != 1 || n.ProviderID == nil || n.SentAt == nil {
+		t.Fatalf("notification %+v", n)
+	}
+	if m.To[0] != "ann@example.com" || m.Subject != "Quarterly <plan>" {
+		t.Fatalf("to %v subject %q", m.To, m.Subject)
+	}
+	if want := "<notification-" + n.ID + "@share.example.com>"; m.MessageID != want {
+		t.Fatalf("Message-ID %q, want %q", m.MessageID, want)
+	}
+	token := l.path()[len("/s/"):]
+	for part, body := range map[string]string{"text": m.Text, "html": m.HTML} {
+		if !strings.Contains(body, "https://share.example.com/s/"+token) {
+			t.Errorf("%s part lacks the link URL", part)
+		}
+		if !strings.Contains(body, "code") {
+			t.Errorf("%s part does not say a code will be sent", part)
+		}
+	}
+	if strings.Contains(m.HTML, "<plan>") || !strings.Contains(m.HTML, "&lt;plan&gt;") {
+		t.Errorf("owner text not escaped in HTML")
+	}
+	if !strings.Contains(m.Header.Get("From"), "no-reply@share.example.com") {
+		t.Errorf("From %q", m.Header.Get("From"))
+	}
+	// A redelivered event for a sent notification sends nothing.
+	if _, err := st.Pool.Exec(context.Background(), `INSERT INTO outbox (id, subject, payload)
+		SELECT sharelinks_uuid_v7(), subject, payload FROM outbox WHERE subject = 'sharelinks.events.notification.requested'`); err != nil {
+		t.Fatal(err)
+	}
+	st.Relay.Wake()
+	time.Sleep(500 * time.Millisecond) // give a wrong second send the chance to happen
+	if got := len(srv.Messages()); got != 1 {
+		t.Fatalf("%d mails after a duplicate event, want 1", got)
+	}
+	st.ValidateOutbox(t)
+}
+
+func TestNotificationTemporaryFailuresRetryThenSucceed(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	srv.FailNext(2, 451, "4.3.0 try again later")
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("bo@example.com"), true)
+	n := waitStatus(t, st, key, l.ID, "sent")
+	if n.Attempts != 3 {
+		t.Fatalf("attempts %d, want 3", n.Attempts)
+	}
+	if got := len(srv.Messages()); got != 1 {
+		t.Fatalf("%d mails, want 1", got)
+	}
+}
+
+func TestNotificationPermanentFailureFailsAtOnce(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	srv.FailNext(1, 550, "5.1.1 no such user")
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("nobody@example.com"), true)
+	n := waitStatus(t, st, key, l.ID, "failed")
+	if n.Attempts != 1 || n.LastError == nil || !strings.Contains(*n.LastError, "550") {
+		t.Fatalf("notification %+v", n)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if a := srv.Attempts(); a != 1 {
+		t.Fatalf("%d SMTP attempts after a 5xx, want 1", a)
+	}
+	st.ValidateOutbox(t)
+}
+
+func TestNotificationServerDownThenUp(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	srv.Stop()
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("cy@example.com"), true)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		ns := notifications(t, st, key, l.ID)
+		return len(ns) == 1 && ns[0].Attempts >= 2 && ns[0].Status == "queued" && ns[0].LastError != nil
+	}, "retrying while the server is down")
+	srv.Restart()
+	n := waitStatus(t, st, key, l.ID, "sent")
+	if got := len(srv.Messages()); got != 1 {
+		t.Fatalf("%d mails, want 1 (attempts %d)", got, n.Attempts)
+	}
+}
+
+var codeRe = regexp.MustCompile(`\b(\d{6})\b`)
+
+func TestEndToEndEmailOTP(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("dee@example.com"), true)
+	srv.WaitMessages(t, 1, 10*time.Second)
+
+	r := st.Do(t, "POST", l.path()+"/otp", "", nil)
+	if r.Status != 202 || !strings.Contains(string(r.Body), `"sent_to":"d***@example.com"`) {
+		t.Fatalf("otp: %d %s", r.Status, r.Body)
+	}
+	msgs := srv.WaitMessages(t, 2, 10*time.Second)
+	code := codeRe.FindStringSubmatch(msgs[1].Text)
+	if code == nil || !strings.Contains(msgs[1].HTML, code[1]) {
+		t.Fatalf("no code in the code mail: %q", msgs[1].Text)
+	}
+	// A second request within 30 s is throttled.
+	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 429 || r.Header.Get("Retry-After") == "" {
+		t.Fatalf("second otp: %d %v", r.Status, r.Header)
+	}
+	wrong := fmt.Sprintf("%06d", (atoi(code[1])+1)%1000000)
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.Status != 401 || !strings.Contains(string(r.Body), "4 attempts left") {
+		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
+	}
+	v := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code[1]})
+	if v.Status != 200 {
+		t.Fatalf("verify: %d %s", v.Status, v.Body)
+	}
+	var acc struct {
+		AccessToken string `json:"access_token"`
+	}
+	v.JSON(t, &acc)
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code[1]}); r.Status != 401 {
+		t.Fatalf("code reused: %d %s", r.Status, r.Body)
+	}
+	open := st.Do(t, "GET", l.path()+"/open", acc.AccessToken, nil)
+	if open.Status != http.StatusFound || !strings.HasPrefix(open.Header.Get("Location"), "https://storage.example.com/plan.pdf?grant=") {
+		t.Fatalf("open: %d %s", open.Status, open.Header.Get("Location"))
+	}
+	// The code is stored only as a keyed hash.
+	var plain int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM otp_challenges WHERE position($1::bytea in code_hash) > 0`, []byte(code[1])).Scan(&plain); err != nil {
+		t.Fatal(err)
+	}
+	if plain != 0 {
+		t.Fatal("code stored in clear")
+	}
+	st.ValidateOutbox(t)
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
+
+func TestWrongCodesLockTheChallenge(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("eve@example.com"), false)
+	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
+		t.Fatal(r.Status)
+	}
+	code := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	var last string
+	for range 5 {
+		r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong})
+		last = r.ErrorCode()
+	}
+	if last != "code_locked" {
+		t.Fatalf("after 5 wrong codes: %s", last)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_locked" {
+		t.Fatalf("right code after lock: %d %s", r.Status, r.Body)
+	}
+	// An expired code says so.
+	if _, err := st.Pool.Exec(context.Background(), `UPDATE otp_challenges SET wrong_codes = 0, status = 'sent', expires_at = now() - interval '1 second'`); err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_expired" {
+		t.Fatalf("expired code: %d %s", r.Status, r.Body)
+	}
+}
