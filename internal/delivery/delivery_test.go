@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/compose"
@@ -33,8 +34,12 @@ type notifierOpts struct {
 	attempts  int
 	lease     time.Duration
 	ackWait   time.Duration
-	// wrap lets a test interfere with handling (to simulate a crash).
-	wrap func(events.Handler) events.Handler
+	// mailer replaces the SMTP client (to simulate a hang mid-send).
+	mailer delivery.MailSender
+	// ownConn gives the notifier its own NATS connection, so a test can
+	// kill it like a crashed process (see the returned stop's sibling).
+	ownConn bool
+	killed  *func()
 }
 
 // startNotifier runs the notifier's two consumers in-process against the
@@ -51,9 +56,6 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 	if o.lease == 0 {
 		o.lease = 30 * time.Second
 	}
-	if o.wrap == nil {
-		o.wrap = func(h events.Handler) events.Handler { return h }
-	}
 	var mailer delivery.MailSender = mail.NewFileSink(t.TempDir(), "x <x@example.com>")
 	if o.smtp != nil {
 		m, err := mail.NewSMTP(o.smtp.URL(), "Sharelinks <no-reply@share.example.com>", mail.WithLogger(quiet))
@@ -62,6 +64,21 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 		}
 		t.Cleanup(func() { _ = m.Close() })
 		mailer = m
+	}
+	if o.mailer != nil {
+		mailer = o.mailer
+	}
+	js := st.JS
+	if o.ownConn {
+		nc, err := events.Connect(st.NATSURL, "test-notifier", quiet)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(nc.Close)
+		if js, err = jetstream.New(nc); err != nil {
+			t.Fatal(err)
+		}
+		*o.killed = nc.Close
 	}
 	var texter delivery.SMSSender = sms.NewLogSink(t.TempDir(), quiet)
 	if o.twilio != nil {
@@ -92,11 +109,11 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 		{events.ConsumerSpec{Name: "notifier", Types: []string{events.NotificationRequested}, MaxDeliver: o.attempts + 5, AckWait: o.ackWait}, w.HandleNotification, w.DeadNotification},
 		{events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: 8, AckWait: o.ackWait}, w.HandleOTP, w.DeadOTP},
 	} {
-		cons, err := events.EnsureConsumer(ctx, st.JS, c.spec)
+		cons, err := events.EnsureConsumer(ctx, js, c.spec)
 		if err != nil {
 			t.Fatal(err)
 		}
-		wk := &events.Worker{Name: c.spec.Name, Consumer: cons, JS: st.JS, Handler: o.wrap(c.h), OnDeadLetter: c.dead,
+		wk := &events.Worker{Name: c.spec.Name, Consumer: cons, JS: js, Handler: c.h, OnDeadLetter: c.dead,
 			Concurrency: 4, MaxDeliver: c.spec.MaxDeliver, Log: quiet, Metrics: cm}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = wk.Run(ctx) }()

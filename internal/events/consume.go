@@ -118,10 +118,14 @@ func (w *Worker) Run(ctx context.Context) error {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				break
 			}
-			if ctx.Err() != nil {
+			if ctx.Err() != nil || errors.Is(err, nats.ErrConnectionClosed) {
 				break
 			}
 			w.Log.Warn("consumer fetch failed; retrying", "consumer", w.Name, "err", err)
+			select { // do not spin while NATS is away
+			case <-ctx.Done():
+			case <-time.After(250 * time.Millisecond):
+			}
 			continue
 		}
 		sem <- struct{}{}

@@ -1,0 +1,132 @@
+package delivery_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/mail"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+// hangingMailer sends the first n messages through next, then hangs in
+// Send like a process stuck mid-delivery, until released (and then fails:
+// the "dead" process never completes those sends).
+type hangingMailer struct {
+	next    *mail.SMTP
+	mu      sync.Mutex
+	n       int
+	release chan struct{}
+	hung    int
+}
+
+func (h *hangingMailer) Send(ctx context.Context, m mail.Message) (string, error) {
+	h.mu.Lock()
+	if h.n > 0 {
+		h.n--
+		h.mu.Unlock()
+		return h.next.Send(ctx, m)
+	}
+	h.hung++
+	h.mu.Unlock()
+	<-h.release
+	return "", errors.New("process died")
+}
+
+func (h *hangingMailer) hanging() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hung
+}
+
+func TestWorkerKilledMidBatchEveryNotificationSentOnce(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	smtpClient, err := mail.NewSMTP(srv.URL(), "S <s@share.example.com>", mail.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = smtpClient.Close() })
+	hang := &hangingMailer{next: smtpClient, n: 5, release: make(chan struct{})}
+
+	var killA func()
+	opts := notifierOpts{smtp: srv, mailer: hang, ownConn: true, killed: &killA, lease: 2 * time.Second, ackWait: time.Second}
+	startNotifier(t, st, opts)
+	// Registered after the notifier's cleanup, so it runs first and lets the
+	// dead process's stuck handlers return.
+	t.Cleanup(func() { close(hang.release) })
+	const total = 20
+	for i := range total {
+		createLink(t, st, key, emailOTP(fmt.Sprintf("r%02d@example.com", i)), true)
+	}
+	// Worker A sends 5, then hangs on as many as it has in flight.
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(srv.Messages()) == 5 && hang.hanging() > 0 }, "A sent 5 and hangs")
+	killA() // the process dies: no acks, no naks for what it held
+
+	var killB func()
+	startNotifier(t, st, notifierOpts{smtp: srv, ownConn: true, killed: &killB, lease: 2 * time.Second, ackWait: time.Second})
+	msgs := srv.WaitMessages(t, total, 30*time.Second)
+	time.Sleep(time.Second) // a duplicate send would show up here
+	msgs = srv.Messages()
+	per := map[string]int{}
+	for _, m := range msgs {
+		per[m.To[0]]++
+	}
+	for i := range total {
+		to := fmt.Sprintf("r%02d@example.com", i)
+		if per[to] != 1 {
+			t.Errorf("%s got %d mails, want 1", to, per[to])
+		}
+	}
+	var sent int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM notifications WHERE status = 'sent'`).Scan(&sent); err != nil || sent != total {
+		t.Fatalf("%d sent rows, want %d (%v)", sent, total, err)
+	}
+}
+
+func TestUnparseableEventIsDeadLetteredAndDoesNotBlock(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	ctx := context.Background()
+	if _, err := st.JS.PublishMsg(ctx, &nats.Msg{Subject: events.SubjectPrefix + events.NotificationRequested, Data: []byte("{not json")}); err != nil {
+		t.Fatal(err)
+	}
+	// A notification event pointing at nothing: acked, nothing sent.
+	ghost := events.Must(events.NotificationRequested, "01900000-0000-7000-8000-000000000001", "01900000-0000-7000-8000-000000000002",
+		events.System, events.NotificationData{NotificationID: "01900000-0000-7000-8000-000000000003", Channel: "email"})
+	raw, _ := jsonMarshal(ghost)
+	if _, err := st.JS.PublishMsg(ctx, &nats.Msg{Subject: ghost.Subject(), Data: raw}); err != nil {
+		t.Fatal(err)
+	}
+	l := createLink(t, st, key, emailOTP("after@example.com"), true)
+	waitStatus(t, st, key, l.ID, "sent")
+	dlq, err := st.JS.Stream(ctx, events.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		info, err := dlq.Info(ctx)
+		return err == nil && info.State.Msgs == 1
+	}, "one dead letter")
+	m, err := dlq.GetMsg(ctx, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(m.Data) != "{not json" || m.Header.Get("Sharelinks-Reason") == "" || m.Subject != events.DLQPrefix+"notifier" {
+		t.Fatalf("dead letter %s %q %v", m.Subject, m.Data, m.Header)
+	}
+}
+
+func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
