@@ -88,6 +88,11 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sharelinks_notifications_total", Help: "Notifications and codes finished, by channel and status.",
 		}, []string{"channel", "status"}),
 	}
+	for _, ch := range []string{"email", "sms"} { // export zeros for alert ratios
+		for _, st := range []string{"sent", "failed"} {
+			m.Notifications.WithLabelValues(ch, st)
+		}
+	}
 	reg.MustRegister(m.SendDuration, m.Notifications)
 	return m
 }

@@ -105,6 +105,11 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("consume %s: %w", w.Name, err)
 	}
+	if w.Metrics != nil { // export zeros, so rate() and increase() alerts see the first event
+		for _, r := range []string{"ok", "retry", "terminated", "dead_lettered"} {
+			w.Metrics.Consumed.WithLabelValues(w.Name, r)
+		}
+	}
 	w.running.Store(true)
 	defer w.running.Store(false)
 	go func() {

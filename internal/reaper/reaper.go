@@ -77,6 +77,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "sharelinks_repairs_total", Help: "Repairs of stuck state, by kind.",
 		}, []string{"kind"}),
 	}
+	for _, k := range []string{"outbox_republish", "notification_reemit", "otp_reemit"} {
+		m.Repairs.WithLabelValues(k)
+	}
 	reg.MustRegister(m.Expired, m.Duration, m.Last, m.Repairs)
 	return m
 }
