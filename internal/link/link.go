@@ -148,7 +148,7 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at must be in the future")
 	}
 	if s.ExpiresAt.Sub(now) > p.MaxExpiry {
-		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at at most %s ahead", p.MaxExpiry)
+		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at at most %s ahead", days(p.MaxExpiry))
 	}
 	if s.MaxAccessCount != nil && *s.MaxAccessCount < 1 {
 		return Validated{}, apperr.Field(f("max_access_count"), "invalid_max_access_count", "max_access_count must be at least 1")
@@ -280,4 +280,12 @@ func EffectiveStatus(stored string, expiresAt, now time.Time) string {
 		return StatusExpired
 	}
 	return stored
+}
+
+// days writes a duration in days when it is whole days ("365 days").
+func days(d time.Duration) string {
+	if d%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d days", d/(24*time.Hour))
+	}
+	return d.String()
 }
