@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/sharelinks/sharelinks/internal/compose"
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/grant"
@@ -23,6 +24,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/obs"
 	"github.com/sharelinks/sharelinks/internal/password"
 	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/web"
 	"github.com/sharelinks/sharelinks/internal/webhook"
 )
 
@@ -38,6 +40,9 @@ type serveConfig struct {
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
 	WebhookAllowPrivate bool
+	BrandName           string
+	BrandLogo           string
+	BrandAccent         string
 }
 
 func serve(ctx context.Context, args []string) error {
@@ -53,6 +58,9 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	set.String(&c.BrandName, "BRAND_NAME", "sharelinks", "name shown on recipient pages")
+	set.String(&c.BrandLogo, "BRAND_LOGO_URL", "", "https URL of a logo for recipient pages")
+	set.String(&c.BrandAccent, "BRAND_ACCENT", "#2563eb", "accent colour (#rrggbb)")
 	set.Bool(&c.WebhookAllowPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback/private networks")
 	if err := set.Parse(args); err != nil {
 		return err
@@ -111,7 +119,14 @@ func serve(ctx context.Context, args []string) error {
 		return nil
 	})
 	hooks := webhook.NewService(store, c.Keys, webhook.Guard{AllowPrivate: c.WebhookAllowPrivate})
-	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL}, svc, hooks, signer, reg, ready, log)
+	metrics := httpapi.NewMetrics(reg)
+	webCfg := web.Config{PublicBaseURL: c.PublicBaseURL, Log: log, Observer: metrics,
+		Brand: compose.Brand{Name: c.BrandName, LogoURL: c.BrandLogo, AccentColor: c.BrandAccent}}
+	if err := webCfg.Validate(); err != nil {
+		return fmt.Errorf("BRAND_*: %w", err)
+	}
+	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL, Pages: web.New(svc, webCfg), Metrics: metrics},
+		svc, hooks, signer, reg, ready, log)
 	srv := &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 10 * time.Second,

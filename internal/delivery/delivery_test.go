@@ -240,7 +240,7 @@ func TestNotificationEmailSent(t *testing.T) {
 	if got := len(srv.Messages()); got != 1 {
 		t.Fatalf("%d mails after a duplicate event, want 1", got)
 	}
-	st.ValidateOutbox(t)
+	st.ValidateEvents(t)
 }
 
 func TestNotificationTemporaryFailuresRetryThenSucceed(t *testing.T) {
@@ -276,7 +276,7 @@ func TestNotificationPermanentFailureFailsAtOnce(t *testing.T) {
 	if a := srv.Attempts(); a != 1 {
 		t.Fatalf("%d SMTP attempts after a 5xx, want 1", a)
 	}
-	st.ValidateOutbox(t)
+	st.ValidateEvents(t)
 }
 
 func TestNotificationServerDownThenUp(t *testing.T) {
@@ -349,7 +349,7 @@ func TestEndToEndEmailOTP(t *testing.T) {
 	if plain != 0 {
 		t.Fatal("code stored in clear")
 	}
-	st.ValidateOutbox(t)
+	st.ValidateEvents(t)
 }
 
 func atoi(s string) int {

@@ -61,7 +61,7 @@ func TestNotificationSMSThroughTwilio(t *testing.T) {
 	}, "retrying while Twilio is down")
 	tw.Restart()
 	waitStatus(t, st, key, down.ID, "sent")
-	st.ValidateOutbox(t)
+	st.ValidateEvents(t)
 }
 
 func TestSMSCodeIsOriginBound(t *testing.T) {
@@ -110,5 +110,5 @@ func TestFailedCodeSendIsReportedToTheNextRequest(t *testing.T) {
 	if v := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": "123456"}); v.Status != 401 {
 		t.Fatalf("verify after failed send: %d %s", v.Status, v.Body)
 	}
-	st.ValidateOutbox(t)
+	st.ValidateEvents(t)
 }

@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -40,18 +42,24 @@ func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
 	return m
 }
 
-// Relay publishes outbox rows to JetStream. It is woken right after a commit
-// (Wake) and also polls, so rows written while NATS was down, or by a
-// process that died before publishing, still go out. Any number of relays
-// may run: each claims rows with FOR UPDATE SKIP LOCKED.
+// Relay publishes outbox rows to JetStream and deletes them once acked.
+// It is woken right after a commit (Wake) and also polls, so rows written
+// while NATS was down, or by a process that died before publishing, still
+// go out. Any number of relays may run: each claims rows with FOR UPDATE
+// SKIP LOCKED, and JetStream deduplicates on Nats-Msg-Id (the row id) if a
+// row is published twice (acked, then the delete failed).
 type Relay struct {
 	pool    *pgxpool.Pool
 	js      jetstream.JetStream
 	log     *slog.Logger
 	metrics *RelayMetrics
-	wake    chan struct{}
+	wakes   []chan struct{} // one per publish loop, so a wake reaches all
 	// Batch is the most rows one claim takes.
 	Batch int
+	// Parallel is how many publish loops run at once (they share the work
+	// through SKIP LOCKED); more than one overlaps database and NATS waits.
+	// At most maxParallel.
+	Parallel int
 	// Poll is the fallback interval when nobody wakes the relay.
 	Poll time.Duration
 	// AckTimeout bounds the wait for a batch's publish acks.
@@ -60,38 +68,66 @@ type Relay struct {
 
 // NewRelay builds a relay; call Run to start it.
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, m *RelayMetrics) *Relay {
-	return &Relay{
+	r := &Relay{
 		pool: pool, js: js, log: log, metrics: m,
-		wake:  make(chan struct{}, 1),
-		Batch: 500, Poll: time.Second, AckTimeout: 5 * time.Second,
+		Batch: 1000, Parallel: 2, Poll: time.Second, AckTimeout: 5 * time.Second,
 	}
+	for range maxParallel {
+		r.wakes = append(r.wakes, make(chan struct{}, 1))
+	}
+	return r
 }
+
+const maxParallel = 8
+
+func (r *Relay) loops() int { return min(max(r.Parallel, 1), maxParallel) }
 
 // Wake asks the relay to publish now. It never blocks.
 func (r *Relay) Wake() {
-	select {
-	case r.wake <- struct{}{}:
-	default:
+	for _, w := range r.wakes[:r.loops()] {
+		select {
+		case w <- struct{}{}:
+		default:
+		}
 	}
 }
 
+// recentWindow is how far back a woken flush starts scanning. Ids are
+// UUIDv7 (time-ordered), so rows committed in the last moments sort after
+// this floor; anything older is found by the full scan of the next poll.
+const recentWindow = 10 * time.Second
+
 // Run publishes until ctx ends, then makes one last bounded attempt to
-// flush what is pending so a deploy leaves nothing for the poll of another
-// instance that may not exist.
+// flush what is pending, so a deploy leaves nothing behind.
 func (r *Relay) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for i := range r.loops() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.loop(ctx, r.wakes[i])
+		}()
+	}
+	wg.Wait()
+	fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	if _, err := r.Flush(fctx, ""); err != nil {
+		r.log.Warn("outbox flush at shutdown incomplete; rows stay for the next relay", "err", err)
+	}
+	return nil
+}
+
+func (r *Relay) loop(ctx context.Context, wake <-chan struct{}) {
 	t := time.NewTicker(r.Poll)
 	defer t.Stop()
 	backoff := time.Duration(0)
 	for {
+		from := ""
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			defer cancel()
-			if _, err := r.Flush(fctx); err != nil {
-				r.log.Warn("outbox flush at shutdown incomplete; rows stay for the next relay", "err", err)
-			}
-			return nil
-		case <-r.wake:
+			return
+		case <-wake:
+			from = floorID(time.Now().Add(-recentWindow))
 		case <-t.C:
 			r.updatePending(ctx)
 		}
@@ -99,11 +135,11 @@ func (r *Relay) Run(ctx context.Context) error {
 			// NATS was down on the last try: do not hammer it on every wake.
 			select {
 			case <-ctx.Done():
-				continue
+				return
 			case <-time.After(backoff):
 			}
 		}
-		if _, err := r.Flush(ctx); err != nil {
+		if _, err := r.Flush(ctx, from); err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("outbox publish failed; will retry", "err", err)
 			}
@@ -114,18 +150,33 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// Flush publishes batches until no unpublished row is left (or one fails).
-func (r *Relay) Flush(ctx context.Context) (int, error) {
+// floorID is the smallest UUIDv7 of the given time.
+func floorID(t time.Time) string {
+	var u uuid.UUID
+	ms := uint64(t.UnixMilli())
+	for i := 0; i < 6; i++ {
+		u[i] = byte(ms >> (40 - 8*i))
+	}
+	return u.String()
+}
+
+// Flush publishes batches of rows with ids above from ("" = all) until
+// none is left (or one fails).
+func (r *Relay) Flush(ctx context.Context, from string) (int, error) {
+	if from == "" {
+		from = uuid.Nil.String()
+	}
 	total := 0
 	for {
-		n, err := r.publishBatch(ctx)
+		n, last, err := r.publishBatch(ctx, from)
 		total += n
 		if err != nil {
 			return total, err
 		}
-		if n < r.Batch {
+		if last == "" {
 			return total, nil
 		}
+		from = last
 	}
 }
 
@@ -136,16 +187,19 @@ type outboxRow struct {
 	createdAt time.Time
 }
 
-func (r *Relay) publishBatch(ctx context.Context) (int, error) {
-	published := 0
+// publishBatch claims rows after `after`, publishes them, deletes the acked
+// ones, and returns the last id claimed ("" when there were fewer than a
+// full batch, i.e. nothing more to scan).
+func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, error) {
+	published, last := 0, ""
 	var pubErr error
 	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, `
 			SELECT id::text, subject, payload, created_at FROM outbox
-			WHERE published_at IS NULL
-			ORDER BY id
+			WHERE outbox.id > $2::uuid
+			ORDER BY outbox.id
 			LIMIT $1
-			FOR UPDATE SKIP LOCKED`, r.Batch)
+			FOR UPDATE SKIP LOCKED`, r.Batch, after)
 		if err != nil {
 			return fmt.Errorf("claim outbox rows: %w", err)
 		}
@@ -160,24 +214,30 @@ func (r *Relay) publishBatch(ctx context.Context) (int, error) {
 		if len(batch) == 0 {
 			return nil
 		}
+		if len(batch) == r.Batch {
+			last = batch[len(batch)-1].id
+		}
 		var ok []string
 		ok, pubErr = r.publish(ctx, batch)
 		if len(ok) > 0 {
-			if _, err := tx.Exec(ctx, `UPDATE outbox SET published_at = now() WHERE id = ANY($1::uuid[])`, ok); err != nil {
-				return fmt.Errorf("mark outbox rows published: %w", err)
+			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1::uuid[])`, ok); err != nil {
+				return fmt.Errorf("delete published outbox rows: %w", err)
 			}
 		}
 		published = len(ok)
 		// Commit what was acked even when part of the batch failed: the rest
-		// stays unpublished for the next attempt.
+		// stays for the next attempt.
 		return nil
 	})
 	if err != nil {
 		// Rolled back: rows acked by JetStream will be published again and
 		// its dedup on Nats-Msg-Id absorbs the duplicates.
-		return 0, err
+		return 0, "", err
 	}
-	return published, pubErr
+	if pubErr != nil {
+		return published, "", pubErr
+	}
+	return published, last, nil
 }
 
 // publish sends a batch asynchronously and returns the ids acked.
@@ -222,7 +282,7 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error
 
 func (r *Relay) updatePending(ctx context.Context) {
 	var n int64
-	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL`).Scan(&n); err == nil {
+	if err := r.pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&n); err == nil {
 		r.metrics.Pending.Set(float64(n))
 	}
 }

@@ -112,3 +112,9 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger) http.Handler {
 		next.ServeHTTP(sw, r)
 	})
 }
+
+// OTPRequest counts a code request by result (accepted, throttled, failed_send).
+func (m *Metrics) OTPRequest(result string) { m.OTPRequests.WithLabelValues(result).Inc() }
+
+// OTPVerification counts a code verification by result (ok, bad_code, locked, expired).
+func (m *Metrics) OTPVerification(result string) { m.OTPVerifications.WithLabelValues(result).Inc() }

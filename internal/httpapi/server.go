@@ -19,6 +19,9 @@ type Config struct {
 	PublicBaseURL string
 	// Pages renders the recipient web pages; nil serves a bare page.
 	Pages Pages
+	// Metrics, when set, are shared with the pages (OTP counters); else
+	// New registers its own.
+	Metrics *Metrics
 }
 
 // Pages is the recipient web experience (HTML, forms, assets), mounted
@@ -45,7 +48,10 @@ type Server struct {
 // New returns the API's handler with every route, /metrics and the probes.
 func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Signer, reg *prometheus.Registry, ready *obs.Readiness, log *slog.Logger) http.Handler {
 	s := &Server{svc: svc, hooks: hooks, signer: signer, log: log, cfg: cfg, secure: strings.HasPrefix(cfg.PublicBaseURL, "https://"),
-		metrics: NewMetrics(reg)}
+		metrics: cfg.Metrics}
+	if s.metrics == nil {
+		s.metrics = NewMetrics(reg)
+	}
 	mux := http.NewServeMux()
 
 	owner := func(h func(http.ResponseWriter, *http.Request, link.Owner) error) http.Handler {

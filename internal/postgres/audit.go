@@ -55,7 +55,7 @@ func (s *Store) ListAudit(ctx context.Context, ownerID string, q link.AuditQuery
 	}
 	rows, err := s.pool.Query(ctx, `SELECT id::text, owner_id::text, link_id::text, type, occurred_at, actor, data
 		FROM audit_events WHERE `+strings.Join(where, " AND ")+`
-		ORDER BY occurred_at DESC, id DESC LIMIT `+arg(q.Size+1), args...)
+		ORDER BY audit_events.occurred_at DESC, audit_events.id DESC LIMIT `+arg(q.Size+1), args...)
 	if err != nil {
 		return nil, fmt.Errorf("list audit events: %w", err)
 	}

@@ -122,7 +122,7 @@ func (s *Store) ListLinks(ctx context.Context, ownerID string, q link.Query) ([]
 	if q.After != nil {
 		page += fmt.Sprintf(" AND (%s, id) %s (%s, %s::uuid)", col, cmp, arg(q.After.At), arg(q.After.ID))
 	}
-	sql := fmt.Sprintf(`SELECT %s FROM links WHERE %s ORDER BY %s %s, id %s LIMIT %s`,
+	sql := fmt.Sprintf(`SELECT %s FROM links WHERE %s ORDER BY links.%s %s, links.id %s LIMIT %s`,
 		linkColumns, page, col, dir, dir, arg(q.Size+1))
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {

@@ -63,7 +63,7 @@ func (s *Store) GetNotification(ctx context.Context, ownerID, id string) (link.N
 // LinkNotifications lists a link's notifications, oldest first.
 func (s *Store) LinkNotifications(ctx context.Context, ownerID, linkID string) ([]link.Notification, error) {
 	rows, err := s.pool.Query(ctx, `SELECT `+notificationColumns+` FROM notifications
-		WHERE link_id = $1 AND owner_id = $2 ORDER BY created_at, id`, linkID, ownerID)
+		WHERE link_id = $1 AND owner_id = $2 ORDER BY notifications.created_at, notifications.id`, linkID, ownerID)
 	if err != nil {
 		return nil, fmt.Errorf("list notifications: %w", err)
 	}

@@ -9,12 +9,14 @@ import (
 )
 
 // eventSQL builds an event envelope in SQL for set-wise writes; it must
-// match events.Event (the schema tests check what is published).
-const eventSQL = `convert_to(json_build_object(
-	'id', e.id, 'type', %[1]s, 'version', 1,
-	'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
-	'owner_id', e.owner_id, 'link_id', e.link_id,
-	'actor', json_build_object('type', 'system'), 'data', %[2]s)::text, 'UTF8')`
+// match events.Event (the schema tests check what is published). Plain
+// concatenation rather than json_build_object: every value is a uuid, a
+// timestamp or a fixed word, so nothing needs escaping, and it is several
+// times cheaper per row when a million links expire at once.
+const eventSQL = `convert_to('{"id":"' || e.id || '","type":"' || %[1]s || '","version":1,"occurred_at":"' ||
+	to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
+	'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
+	'","actor":{"type":"system"},"data":' || %[2]s || '}', 'UTF8')`
 
 // ExpireDue marks up to batch active links past their expiry as expired,
 // with one link.expired event each, in one statement. Rows are claimed with
@@ -22,21 +24,22 @@ const eventSQL = `convert_to(json_build_object(
 // expired (and its event written) exactly once.
 func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 	q := fmt.Sprintf(`
-		WITH due AS (
-			SELECT id FROM links
-			WHERE status = 'active' AND expires_at <= now()
-			ORDER BY expires_at
-			LIMIT $1
-			FOR UPDATE SKIP LOCKED
-		), expired AS (
-			UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
-			FROM due WHERE l.id = due.id
-			RETURNING l.id AS link_id, l.owner_id
+		WITH expired AS (
+			-- id = ANY(ARRAY(subquery)) keeps the plan on the primary key; the
+			-- IN/join forms turn into a sequential scan per batch at this size.
+			UPDATE links SET status = 'expired', ended_at = now(), updated_at = now()
+			WHERE id = ANY(ARRAY(
+				SELECT id FROM links
+				WHERE status = 'active' AND expires_at <= now()
+				ORDER BY expires_at
+				LIMIT $1
+				FOR UPDATE SKIP LOCKED))
+			RETURNING id AS link_id, owner_id
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $2, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkExpired+"'", "json_build_object()"))
+		SELECT e.id, $2, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkExpired+"'", "'{}'"))
 	tag, err := s.pool.Exec(ctx, q, batch, events.SubjectPrefix+events.LinkExpired)
 	if err != nil {
 		return 0, fmt.Errorf("expire links: %w", err)
@@ -51,8 +54,8 @@ func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 // ExpireChallenges marks open OTP challenges past their time expired.
 func (s *Store) ExpireChallenges(ctx context.Context, batch int) (int, error) {
 	tag, err := s.pool.Exec(ctx, `UPDATE otp_challenges SET status = 'expired', updated_at = now()
-		WHERE id IN (SELECT id FROM otp_challenges WHERE status IN ('pending', 'sent') AND expires_at <= now()
-			LIMIT $1 FOR UPDATE SKIP LOCKED)`, batch)
+		WHERE id = ANY(ARRAY(SELECT id FROM otp_challenges WHERE status IN ('pending', 'sent') AND expires_at <= now()
+			LIMIT $1 FOR UPDATE SKIP LOCKED))`, batch)
 	if err != nil {
 		return 0, fmt.Errorf("expire challenges: %w", err)
 	}
@@ -62,7 +65,7 @@ func (s *Store) ExpireChallenges(ctx context.Context, batch int) (int, error) {
 // DeleteExpiredSessions removes recipient sessions past their time.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM access_sessions
-		WHERE id IN (SELECT id FROM access_sessions WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)`, batch)
+		WHERE id = ANY(ARRAY(SELECT id FROM access_sessions WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED))`, batch)
 	if err != nil {
 		return 0, fmt.Errorf("delete sessions: %w", err)
 	}
@@ -74,15 +77,15 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, erro
 func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error) {
 	q := fmt.Sprintf(`
 		WITH gone AS (
-			DELETE FROM links WHERE id IN (
+			DELETE FROM links WHERE id = ANY(ARRAY(
 				SELECT id FROM links WHERE ended_at IS NOT NULL AND ended_at < now() - $1 * interval '1 second'
-				LIMIT $2 FOR UPDATE SKIP LOCKED)
+				LIMIT $2 FOR UPDATE SKIP LOCKED))
 			RETURNING id AS link_id, owner_id
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM gone
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkPurged+"'", "json_build_object()"))
+		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkPurged+"'", "'{}'"))
 	tag, err := s.pool.Exec(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged)
 	if err != nil {
 		return 0, fmt.Errorf("purge links: %w", err)
@@ -94,23 +97,12 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 	return n, nil
 }
 
-// DeletePublishedOutbox removes outbox rows published more than keep ago.
-func (s *Store) DeletePublishedOutbox(ctx context.Context, keep time.Duration, batch int) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM outbox WHERE id IN (
-		SELECT id FROM outbox WHERE published_at < now() - $1 * interval '1 second' LIMIT $2 FOR UPDATE SKIP LOCKED)`,
-		keep.Seconds(), batch)
-	if err != nil {
-		return 0, fmt.Errorf("delete published outbox rows: %w", err)
-	}
-	return int(tag.RowsAffected()), nil
-}
-
 // StaleOutbox counts rows unpublished for longer than age: the relay will
 // take them, and the count is the repair metric.
 func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox WHERE published_at IS NULL
-		AND created_at < now() - $1 * interval '1 second'`, age.Seconds()).Scan(&n)
+	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox
+		WHERE created_at < now() - $1 * interval '1 second'`, age.Seconds()).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count stale outbox rows: %w", err)
 	}
@@ -140,7 +132,7 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 		)
 		INSERT INTO outbox (id, subject, payload)
 		SELECT e.id, $4, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.NotificationRequested+"'",
-		"json_build_object('notification_id', e.notification_id, 'channel', e.channel)"))
+		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`))
 	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested)
 	if err != nil {
 		return 0, fmt.Errorf("re-emit notifications: %w", err)
@@ -169,7 +161,7 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 		)
 		INSERT INTO outbox (id, subject, payload)
 		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.OTPRequested+"'",
-		"json_build_object('challenge_id', e.challenge_id, 'channel', e.channel)"))
+		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`))
 	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested)
 	if err != nil {
 		return 0, fmt.Errorf("re-emit challenges: %w", err)

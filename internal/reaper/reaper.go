@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -21,7 +22,6 @@ type Store interface {
 	ExpireChallenges(ctx context.Context, batch int) (int, error)
 	DeleteExpiredSessions(ctx context.Context, batch int) (int, error)
 	PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error)
-	DeletePublishedOutbox(ctx context.Context, keep time.Duration, batch int) (int, error)
 	StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error)
 	ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error)
@@ -30,9 +30,9 @@ type Store interface {
 // Config tunes the sweeps; zero values take the defaults.
 type Config struct {
 	Interval     time.Duration // default 15s
-	Batch        int           // rows per statement, default 5000
+	Batch        int           // rows per statement, default 2000
+	Workers      int           // concurrent expiry statements, default 3 (SKIP LOCKED keeps them disjoint)
 	Retention    time.Duration // purge this long after a link ended; 0 keeps forever
-	OutboxKeep   time.Duration // keep published outbox rows this long, default 24h
 	StaleOutbox  time.Duration // unpublished this long counts as a repair, default 30s
 	FreshStuck   time.Duration // a never-attempted notification is stuck after this, default 2m
 	StaleStuck   time.Duration // any queued notification is stuck after this, default 75m (> max retry delay)
@@ -42,8 +42,8 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.Interval = cmp.Or(c.Interval, 15*time.Second)
-	c.Batch = cmp.Or(c.Batch, 5000)
-	c.OutboxKeep = cmp.Or(c.OutboxKeep, 24*time.Hour)
+	c.Batch = cmp.Or(c.Batch, 2000)
+	c.Workers = cmp.Or(c.Workers, 3)
 	c.StaleOutbox = cmp.Or(c.StaleOutbox, 30*time.Second)
 	c.FreshStuck = cmp.Or(c.FreshStuck, 2*time.Minute)
 	c.StaleStuck = cmp.Or(c.StaleStuck, 75*time.Minute)
@@ -146,16 +146,24 @@ func (r *Reaper) run(ctx context.Context, name string, once bool, fn func(ctx co
 // RunOnce runs every sweep once.
 func (r *Reaper) RunOnce(ctx context.Context) {
 	b := r.cfg.Batch
-	n := r.sweep(ctx, "expire_links", func(ctx context.Context) (int, error) { return r.store.ExpireDue(ctx, b) })
-	r.metrics.Expired.Add(float64(n))
+	// Expiry can face a million links due at once: several statements in
+	// parallel keep both the CPU and the disk busy (each batch waits on
+	// its commit), and SKIP LOCKED gives them disjoint rows.
+	var wg sync.WaitGroup
+	for range r.cfg.Workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			n := r.sweep(ctx, "expire_links", func(ctx context.Context) (int, error) { return r.store.ExpireDue(ctx, b) })
+			r.metrics.Expired.Add(float64(n))
+		}()
+	}
+	wg.Wait()
 	r.sweep(ctx, "expire_codes", func(ctx context.Context) (int, error) { return r.store.ExpireChallenges(ctx, b) })
 	r.sweep(ctx, "expire_sessions", func(ctx context.Context) (int, error) { return r.store.DeleteExpiredSessions(ctx, b) })
 	if r.cfg.Retention > 0 {
 		r.sweep(ctx, "purge", func(ctx context.Context) (int, error) { return r.store.PurgeEnded(ctx, r.cfg.Retention, b) })
 	}
-	r.sweep(ctx, "outbox_cleanup", func(ctx context.Context) (int, error) {
-		return r.store.DeletePublishedOutbox(ctx, r.cfg.OutboxKeep, b)
-	})
 	r.repair(ctx, "outbox_republish", func(ctx context.Context) (int, error) { return r.store.StaleOutbox(ctx, r.cfg.StaleOutbox) })
 	r.repair(ctx, "notification_reemit", func(ctx context.Context) (int, error) {
 		return r.store.ReemitStuckNotifications(ctx, r.cfg.FreshStuck, r.cfg.StaleStuck, b)

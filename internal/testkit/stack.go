@@ -25,6 +25,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/password"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/secret"
+	"github.com/sharelinks/sharelinks/internal/web"
 	"github.com/sharelinks/sharelinks/internal/webhook"
 	"github.com/sharelinks/sharelinks/schemas"
 )
@@ -141,7 +142,10 @@ func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack 
 	svc := link.NewService(store, keys, hasher, signer, cfg)
 	ready := obs.NewReadiness()
 	hooks := webhook.NewService(store, keys, webhook.Guard{AllowPrivate: true})
-	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL}, svc, hooks, signer, reg, ready, log)
+	metrics := httpapi.NewMetrics(reg)
+	pages := web.New(svc, web.Config{PublicBaseURL: srv.URL, Log: log, Observer: metrics})
+	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL, Pages: pages, Metrics: metrics},
+		svc, hooks, signer, reg, ready, log)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { _ = relay.Run(rctx); close(done) }()
@@ -238,27 +242,30 @@ func (s *Stack) Do(tb testing.TB, method, path, bearer string, body any, headers
 	return Response{Status: resp.StatusCode, Header: resp.Header, Body: raw}
 }
 
-// ValidateOutbox checks every event written to the outbox so far against
-// its JSON Schema: the events workers write as well as the API's.
-func (s *Stack) ValidateOutbox(tb testing.TB) {
+// ValidateEvents checks every event published to the stream so far
+// against its JSON Schema: the events workers write as well as the API's.
+// It returns how many it checked.
+func (s *Stack) ValidateEvents(tb testing.TB) int {
 	tb.Helper()
-	rows, err := s.Pool.Query(context.Background(), `SELECT payload FROM outbox`)
+	ctx := context.Background()
+	stream, err := s.JS.Stream(ctx, events.Stream)
 	if err != nil {
 		tb.Fatal(err)
 	}
-	defer rows.Close()
+	state := stream.CachedInfo().State
 	n := 0
-	for rows.Next() {
-		var raw []byte
-		if err := rows.Scan(&raw); err != nil {
-			tb.Fatal(err)
+	for seq := state.FirstSeq; state.Msgs > 0 && seq <= state.LastSeq; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			tb.Fatalf("read event %d: %v", seq, err)
 		}
-		if err := schemas.ValidateEvent(raw); err != nil {
-			tb.Errorf("outbox event fails its schema: %v\n%s", err, raw)
+		if err := schemas.ValidateEvent(msg.Data); err != nil {
+			tb.Errorf("event on %s fails its schema: %v\n%s", msg.Subject, err, msg.Data)
 		}
 		n++
 	}
 	if n == 0 {
-		tb.Error("no events in the outbox to validate")
+		tb.Error("no events in the stream to validate")
 	}
+	return n
 }
