@@ -74,6 +74,11 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return errors.New("keys needs a subcommand: create --owner NAME, list, revoke PREFIX")
 	}
 	sub, args := args[0], args[1:]
+	// Accept the prefix before or after the flags.
+	var positional []string
+	if sub == "revoke" && len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		positional, args = args[:1], args[1:]
+	}
 	var c config.Common
 	set := config.New("api keys " + sub)
 	set.BindCommon(&c, false, false)
@@ -120,13 +125,14 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		}
 		return tw.Flush()
 	case "revoke":
-		if len(set.Args()) != 1 {
+		positional = append(positional, set.Args()...)
+		if len(positional) != 1 {
 			return errors.New("keys revoke needs one PREFIX (see keys list)")
 		}
-		if err := store.RevokeKey(ctx, set.Args()[0]); err != nil {
+		if err := store.RevokeKey(ctx, positional[0]); err != nil {
 			return err
 		}
-		fmt.Fprintf(stdout, "revoked %s\n", set.Args()[0])
+		fmt.Fprintf(stdout, "revoked %s\n", positional[0])
 	default:
 		return fmt.Errorf("unknown keys subcommand %q (create, list, revoke)", sub)
 	}

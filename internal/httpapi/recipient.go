@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"html/template"
 	"net"
 	"net/http"
 	"strings"
@@ -31,15 +30,6 @@ func wantsJSON(r *http.Request) bool {
 	return strings.Contains(r.Header.Get("Accept"), "application/json")
 }
 
-var landingPage = template.Must(template.New("landing").Parse(`<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{if .Title}}{{.Title}}{{else}}Shared with you{{end}}</title></head>
-<body><main>
-<h1>{{if .Title}}{{.Title}}{{else}}Shared with you{{end}}</h1>
-{{if .Message}}<p>{{.Message}}</p>{{end}}
-<p>Expires {{.ExpiresAt.Format "Mon 2 Jan 2006 15:04 MST"}}.</p>
-</main></body></html>`))
-
 func (s *Server) landing(w http.ResponseWriter, r *http.Request) error {
 	if !wantsJSON(r) && s.cfg.Pages != nil {
 		return s.cfg.Pages.Landing(w, r)
@@ -48,19 +38,15 @@ func (s *Server) landing(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	if wantsJSON(r) {
-		resp := map[string]any{
-			"title": l.Title, "message": l.Message, "link_type": l.LinkType,
-			"auth_type": l.AuthType, "expires_at": l.ExpiresAt.UTC(),
-		}
-		if d := l.Destination(); d != "" {
-			resp["destination"] = d
-		}
-		writeJSON(w, http.StatusOK, resp)
-		return nil
+	resp := map[string]any{
+		"title": l.Title, "message": l.Message, "link_type": l.LinkType,
+		"auth_type": l.AuthType, "expires_at": l.ExpiresAt.UTC(),
 	}
-	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	return landingPage.Execute(w, l)
+	if d := l.Destination(); d != "" {
+		resp["destination"] = d
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
 }
 
 func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {

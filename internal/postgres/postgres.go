@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io/fs"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -42,23 +43,35 @@ func Open(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error
 	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+		return nil, oneLine(fmt.Errorf("connect to %s: %w", Redact(dsn), err))
 	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+		return nil, oneLine(fmt.Errorf("connect to %s: %w", Redact(dsn), err))
 	}
 	return pool, nil
 }
+
+// lineError prints its cause on one line (pgx lists each address tried on
+// its own line) while keeping the chain for errors.Is/As.
+type lineError struct{ err error }
+
+func (e lineError) Error() string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(e.err.Error(), "\n", "; ")), " ")
+}
+
+func (e lineError) Unwrap() error { return e.err }
+
+func oneLine(err error) error { return lineError{err} }
 
 // Migrate applies the embedded migrations. tern holds an advisory lock, so
 // concurrent callers serialise, and applied versions are skipped: idempotent.
 func Migrate(ctx context.Context, dsn string) (from, to int32, err error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
-		return 0, 0, fmt.Errorf("connect to %s: %w", Redact(dsn), err)
+		return 0, 0, oneLine(fmt.Errorf("connect to %s: %w", Redact(dsn), err))
 	}
 	defer conn.Close(ctx)
 	m, err := migrate.NewMigrator(ctx, conn, "schema_version")

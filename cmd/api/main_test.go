@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
+	dbURL := testkit.Database(t)
+	natsURL, _ := testkit.NATS(t)
+	ctx := context.Background()
+	common := []string{"--database-url", dbURL}
+	for range 2 { // idempotent
+		var out bytes.Buffer
+		if err := run(ctx, append([]string{"migrate"}, common...), &out); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
+	}
+	var out bytes.Buffer
+	if err := run(ctx, append([]string{"keys", "create", "--owner", "acme"}, common...), &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	key := lines[len(lines)-1]
+	if !strings.HasPrefix(key, "slk_") || len(key) < 30 {
+		t.Fatalf("last line %q is not a key", key)
+	}
+	out.Reset()
+	if err := run(ctx, append([]string{"keys", "list"}, common...), &out); err != nil || !strings.Contains(out.String(), key[:12]) || strings.Contains(out.String(), key) {
+		t.Fatalf("keys list: %v\n%s", err, out.String())
+	}
+
+	port := testkit.FreePort(t)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(sctx, []string{"serve", "--database-url", dbURL, "--nats-url", natsURL,
+			"--sharelinks-secret", testkit.TestSecret, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error"}, io.Discard)
+	}()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		r, err := http.Get(base + "/readyz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil && r.StatusCode == 200
+	}, "api ready")
+	req, _ := http.NewRequest("GET", base+"/v1/links", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	r, err := http.DefaultClient.Do(req)
+	if err != nil || r.StatusCode != 200 {
+		t.Fatalf("list with the new key: %v %v", r, err)
+	}
+	r.Body.Close()
+	m, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(m.Body)
+	m.Body.Close()
+	for _, want := range []string{"sharelinks_build_info", `sharelinks_http_requests_total{code="200",method="GET",route="GET /v1/links"} 1`, "process_resident_memory_bytes", "go_goroutines"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	if strings.Contains(string(body), key) {
+		t.Error("metrics contain the API key")
+	}
+	out.Reset()
+	if err := run(ctx, append([]string{"keys", "revoke", key[:12]}, common...), &out); err != nil {
+		t.Fatal(err)
+	}
+	r, _ = http.DefaultClient.Do(req)
+	if r.StatusCode != 401 {
+		t.Fatalf("revoked key: %d", r.StatusCode)
+	}
+	r.Body.Close()
+	stop() // SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exit: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+}
+
+func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
+	natsURL, _ := testkit.NATS(t)
+	dbURL := testkit.Database(t)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret}, "DATABASE_URL is not set"},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", "c2hvcnQ="}, "SHARELINKS_SECRET decodes to 5 bytes"},
+		{[]string{"serve", "--database-url", "postgres://nobody:secretpw@127.0.0.1:1/x", "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "DATABASE_URL: connect to postgres://nobody:xxxxx@127.0.0.1:1/x"},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", "nats://127.0.0.1:1", "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "NATS_URL: connect to nats://127.0.0.1:1"},
+	}
+	for _, c := range cases {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		err := run(ctx, c.args, io.Discard)
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: %v, want one line with %q", c.args, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("password shown: %v", err)
+		}
+	}
+}
