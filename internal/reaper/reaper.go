@@ -154,8 +154,11 @@ func (r *Reaper) RunOnce(ctx context.Context) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n := r.sweep(ctx, "expire_links", func(ctx context.Context) (int, error) { return r.store.ExpireDue(ctx, b) })
-			r.metrics.Expired.Add(float64(n))
+			r.sweep(ctx, "expire_links", func(ctx context.Context) (int, error) {
+				n, err := r.store.ExpireDue(ctx, b)
+				r.metrics.Expired.Add(float64(n))
+				return n, err
+			})
 		}()
 	}
 	wg.Wait()
