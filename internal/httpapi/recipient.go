@@ -14,7 +14,9 @@ import (
 // AccessCookie carries the recipient's access token, scoped to one link.
 const AccessCookie = "sl_access"
 
-func recipientActor(r *http.Request) events.Actor {
+// RecipientActor is the recipient as the audit trail records them: IP and
+// user agent (truncated), never anything from the URL.
+func RecipientActor(r *http.Request) events.Actor {
 	ip, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		ip = r.RemoteAddr
@@ -58,7 +60,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	token := r.PathValue("token")
-	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, recipientActor(r))
+	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, RecipientActor(r))
 	if body.Code != "" {
 		s.metrics.OTPVerifications.WithLabelValues(otpVerifyResult(err)).Inc()
 	}
@@ -104,9 +106,9 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request) error {
 	var o link.Opened
 	var err error
 	if at := accessToken(r); at != "" {
-		o, err = s.svc.Open(r.Context(), token, at, target, recipientActor(r))
+		o, err = s.svc.Open(r.Context(), token, at, target, RecipientActor(r))
 	} else {
-		o, err = s.svc.OpenDirect(r.Context(), token, target, recipientActor(r))
+		o, err = s.svc.OpenDirect(r.Context(), token, target, RecipientActor(r))
 	}
 	if err != nil {
 		return err
@@ -135,7 +137,7 @@ func otpVerifyResult(err error) string {
 }
 
 func (s *Server) requestOTP(w http.ResponseWriter, r *http.Request) error {
-	sent, err := s.svc.RequestOTP(r.Context(), r.PathValue("token"), recipientActor(r))
+	sent, err := s.svc.RequestOTP(r.Context(), r.PathValue("token"), RecipientActor(r))
 	switch apperr.CodeOf(err) {
 	case apperr.TooMany:
 		s.metrics.OTPRequests.WithLabelValues("throttled").Inc()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/httpapi"
 	"github.com/sharelinks/sharelinks/internal/link"
 )
 
@@ -181,7 +182,7 @@ func (p *Pages) unlock(w http.ResponseWriter, r *http.Request) error {
 		return nil
 	}
 	in := link.VerifyInput{Password: r.PostFormValue("password"), Code: r.PostFormValue("code")}
-	acc, err := p.svc.Verify(r.Context(), token, in, actor(r))
+	acc, err := p.svc.Verify(r.Context(), token, in, httpapi.RecipientActor(r))
 	if isCode {
 		p.observeVerify(err)
 	}
@@ -254,7 +255,7 @@ func (p *Pages) sendCode(w http.ResponseWriter, r *http.Request) error {
 	}
 	// Rounded up: a page without JavaScript must not invite an early click.
 	at := func(d time.Duration) string { return strconv.FormatInt(p.now().Add(d+time.Second-1).Unix(), 10) }
-	sent, err := p.svc.RequestOTP(r.Context(), token, actor(r))
+	sent, err := p.svc.RequestOTP(r.Context(), token, httpapi.RecipientActor(r))
 	e, _ := apperr.As(err)
 	if p.obs != nil && (err == nil || e != nil) {
 		switch {
@@ -323,7 +324,7 @@ func (p *Pages) filesPage(w http.ResponseWriter, r *http.Request) error {
 func (p *Pages) open(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
 	base := "/s/" + token
-	o, err := p.svc.Open(r.Context(), token, accessToken(r), r.URL.Query().Get("target"), actor(r))
+	o, err := p.svc.Open(r.Context(), token, accessToken(r), r.URL.Query().Get("target"), httpapi.RecipientActor(r))
 	if err != nil {
 		e, ok := apperr.As(err)
 		switch {

@@ -22,7 +22,6 @@ import (
 	"html/template"
 	"io/fs"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/url"
 	"strings"
@@ -30,7 +29,6 @@ import (
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/compose"
-	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/httpapi"
 	"github.com/sharelinks/sharelinks/internal/link"
 )
@@ -327,19 +325,6 @@ func accessToken(r *http.Request) string {
 		return c.Value
 	}
 	return ""
-}
-
-// actor is the recipient as the audit trail records them (as the JSON API does).
-func actor(r *http.Request) events.Actor {
-	ip, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		ip = r.RemoteAddr
-	}
-	ua := r.UserAgent()
-	if len(ua) > 512 {
-		ua = ua[:512]
-	}
-	return events.Actor{Type: "recipient", IP: ip, UserAgent: ua}
 }
 
 func parseTemplates() map[string]*template.Template {
