@@ -497,6 +497,9 @@ func (s *stack) banner(key string, now time.Time) string {
 	fmt.Fprintf(&b, "  NATS         %s\n", redactURL(s.natsURL))
 	fmt.Fprintf(&b, "\nCreate a password-protected link (valid 7 days):\n\n")
 	fmt.Fprintf(&b, "curl -sS -X POST %s/v1/links -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' -d '%s'\n", s.apiURL, key, body)
+	codeBody := fmt.Sprintf(`{"links":[{"targets":[{"id":"q3","type":"folder","name":"Q3 numbers"}],"link_type":"download","expires_at":%q,"title":"Q3 numbers","notify":true,"authenticators":[{"auth_type":"email_otp","auth_context":"you@example.com"}]}]}`, expires)
+	fmt.Fprintf(&b, "\nOr an email-code link whose Open email (and, on request, the code) lands in the mail folder above;\nopen its \"url\" in a browser:\n\n")
+	fmt.Fprintf(&b, "curl -sS -X POST %s/v1/links -H \"Authorization: Bearer %s\" -H 'Content-Type: application/json' -d '%s'\n", s.apiURL, key, codeBody)
 	fmt.Fprintf(&b, "\nCtrl-C stops everything.\n%s\n\n", line)
 	return b.String()
 }
