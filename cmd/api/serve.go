@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -27,6 +28,9 @@ import (
 	"github.com/sharelinks/sharelinks/internal/web"
 	"github.com/sharelinks/sharelinks/internal/webhook"
 )
+
+// defaultMemLimit is the api's soft memory limit when GOMEMLIMIT is unset.
+const defaultMemLimit = 80 << 20
 
 type serveConfig struct {
 	config.Common
@@ -66,6 +70,12 @@ func serve(ctx context.Context, args []string) error {
 		return err
 	}
 	log := obs.NewLogger(os.Stderr, c.LogFormat, c.LogLevel)
+	if os.Getenv("GOMEMLIMIT") == "" {
+		// Each password hash allocates Argon2id's 19 MiB and drops it; without a
+		// soft limit the heap target doubles past that garbage and RSS climbs
+		// with load. Set GOMEMLIMIT to override.
+		debug.SetMemoryLimit(defaultMemLimit)
+	}
 
 	lis, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {

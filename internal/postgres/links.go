@@ -38,28 +38,26 @@ func scanLink(row pgx.Row) (link.Link, error) {
 // InsertLinks writes links, their notifications and all events in one
 // transaction: either everything exists afterwards or nothing does.
 func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link.Notification, evs []events.Event) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		for _, l := range links {
-			targets, err := json.Marshal(l.Targets)
-			if err != nil {
-				return fmt.Errorf("marshal targets: %w", err)
-			}
-			b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
-				password_hash, targets, expires_at, max_access_count, title, message)
-				VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13)`,
-				l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
-				l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message)
+	b := &pgx.Batch{}
+	for _, l := range links {
+		targets, err := json.Marshal(l.Targets)
+		if err != nil {
+			return fmt.Errorf("marshal targets: %w", err)
 		}
-		queueNotifications(b, notes)
-		if err := queueEvents(b, evs); err != nil {
-			return err
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("insert links: %w", err)
-		}
-		return nil
-	})
+		b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
+			password_hash, targets, expires_at, max_access_count, title, message)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13)`,
+			l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
+			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message)
+	}
+	queueNotifications(b, notes)
+	if err := queueEvents(b, evs); err != nil {
+		return err
+	}
+	if err := s.sendBatch(ctx, b); err != nil {
+		return fmt.Errorf("insert links: %w", err)
+	}
+	return nil
 }
 
 // GetLink returns one of the owner's links; another owner's link is

@@ -31,17 +31,15 @@ func queueNotifications(b *pgx.Batch, notes []link.Notification) {
 
 // InsertNotifications queues notifications and their events in one transaction.
 func (s *Store) InsertNotifications(ctx context.Context, notes []link.Notification, evs []events.Event) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error {
-		b := &pgx.Batch{}
-		queueNotifications(b, notes)
-		if err := queueEvents(b, evs); err != nil {
-			return err
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("insert notifications: %w", err)
-		}
-		return nil
-	})
+	b := &pgx.Batch{}
+	queueNotifications(b, notes)
+	if err := queueEvents(b, evs); err != nil {
+		return err
+	}
+	if err := s.sendBatch(ctx, b); err != nil {
+		return fmt.Errorf("insert notifications: %w", err)
+	}
+	return nil
 }
 
 // GetNotification returns one of the owner's notifications.

@@ -39,6 +39,17 @@ func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
 	return nil
 }
 
+// sendBatch runs a batch in one round trip. pgx sends it with a single
+// Sync, so the server runs it as one implicit transaction: all statements
+// commit or none do, without the BEGIN and COMMIT round trips.
+func (s *Store) sendBatch(ctx context.Context, b *pgx.Batch) error {
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return err
+	}
+	s.wake()
+	return nil
+}
+
 // queueEvents adds outbox inserts for evs to a batch.
 func queueEvents(b *pgx.Batch, evs []events.Event) error {
 	for _, e := range evs {
@@ -69,7 +80,14 @@ func insertEvents(ctx context.Context, tx pgx.Tx, evs ...events.Event) error {
 // InsertEvents writes events alone (for state changes that are only events,
 // such as a grant issued).
 func (s *Store) InsertEvents(ctx context.Context, evs ...events.Event) error {
-	return s.inTx(ctx, func(tx pgx.Tx) error { return insertEvents(ctx, tx, evs...) })
+	b := &pgx.Batch{}
+	if err := queueEvents(b, evs); err != nil {
+		return err
+	}
+	if err := s.sendBatch(ctx, b); err != nil {
+		return fmt.Errorf("insert outbox rows: %w", err)
+	}
+	return nil
 }
 
 // newID returns a time-ordered id.
