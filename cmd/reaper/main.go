@@ -61,7 +61,9 @@ func run(ctx context.Context, args []string) error {
 	g.Go(func() error {
 		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
 	})
-	wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 8,
+	// Few in flight: the audit trail may lag a burst by seconds, but must not
+	// take the cores the expiry sweep needs.
+	wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 4,
 		Handler: func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
 		Log:     w.Log, Metrics: w.Consumed}
 	w.Ready.Add("consumers", events.ReadyCheck(wk))

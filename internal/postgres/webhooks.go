@@ -66,6 +66,15 @@ func (s *Store) ListWebhooks(ctx context.Context, ownerID string) ([]Webhook, er
 	})
 }
 
+// OwnersWithWebhooks lists the owners that have at least one live webhook.
+func (s *Store) OwnersWithWebhooks(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, `SELECT DISTINCT owner_id::text FROM webhooks WHERE deleted_at IS NULL`)
+	if err != nil {
+		return nil, fmt.Errorf("owners with webhooks: %w", err)
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
 // DeleteWebhook stops a subscription; pending deliveries are dropped.
 func (s *Store) DeleteWebhook(ctx context.Context, ownerID, id string) error {
 	if !isUUID(id) {

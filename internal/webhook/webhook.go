@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,6 +59,7 @@ func Sign(secretKey []byte, t time.Time, body []byte) string {
 type Store interface {
 	CreateWebhook(ctx context.Context, w postgres.Webhook) (postgres.Webhook, error)
 	ListWebhooks(ctx context.Context, ownerID string) ([]postgres.Webhook, error)
+	OwnersWithWebhooks(ctx context.Context) ([]string, error)
 	DeleteWebhook(ctx context.Context, ownerID, id string) error
 	ListDeliveries(ctx context.Context, ownerID, webhookID string, limit int) ([]postgres.Delivery, error)
 	EnqueueDeliveries(ctx context.Context, e events.Event, payload []byte) (int, error)
@@ -227,6 +229,7 @@ type Dispatcher struct {
 	log     *slog.Logger
 	metrics *Metrics
 	wake    chan struct{}
+	subs    *subscribers
 }
 
 // NewDispatcher builds a dispatcher.
@@ -239,13 +242,13 @@ func NewDispatcher(store Store, keys *secret.Keys, g Guard, cfg DispatcherConfig
 	cfg.Batch = cmp.Or(cfg.Batch, 50)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
 	return &Dispatcher{store: store, keys: keys, client: g.Client(cfg.Timeout), cfg: cfg, log: log, metrics: m,
-		wake: make(chan struct{}, 1)}
+		wake: make(chan struct{}, 1), subs: &subscribers{store: store}}
 }
 
 // Handle is the consumer handler: it records a delivery per subscribed
 // webhook and wakes the dispatcher.
 func (d *Dispatcher) Handle(ctx context.Context, e events.Event, _ uint64) error {
-	if !Subscribable[e.Type] {
+	if !Subscribable[e.Type] || !d.subs.mayHave(ctx, e) {
 		return nil
 	}
 	payload, err := json.Marshal(e)
@@ -368,4 +371,43 @@ func (d *Dispatcher) outcome(ctx context.Context, dl postgres.Delivery, result s
 	if result != "delivered" {
 		d.log.Info("webhook delivery not accepted", "delivery_id", dl.ID, "attempts", dl.Attempts, "status", status, "err", msg)
 	}
+}
+
+// subscribers remembers which owners have webhooks, so the consumer can
+// ack the events of everybody else without a query each: a million links
+// expiring at once must not mean a million lookups. A snapshot taken at
+// time T answers for events that occurred before T (a webhook created
+// later must not get earlier events anyway); newer events go to the
+// database, and the snapshot is refreshed at most every refreshEvery.
+type subscribers struct {
+	store  Store
+	mu     sync.Mutex
+	owners map[string]bool
+	asOf   time.Time
+}
+
+const (
+	refreshEvery = time.Second
+	clockSkew    = time.Second // between the event's process and ours
+)
+
+func (s *subscribers) mayHave(ctx context.Context, e events.Event) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if time.Since(s.asOf) > refreshEvery {
+		asOf := time.Now()
+		owners, err := s.store.OwnersWithWebhooks(ctx)
+		if err != nil {
+			return true // cannot tell: let the database decide
+		}
+		s.owners = make(map[string]bool, len(owners))
+		for _, o := range owners {
+			s.owners[o] = true
+		}
+		s.asOf = asOf
+	}
+	if e.OccurredAt.Before(s.asOf.Add(-clockSkew)) {
+		return s.owners[e.OwnerID]
+	}
+	return true
 }

@@ -1,0 +1,264 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
+	"github.com/sharelinks/sharelinks/internal/password"
+	"github.com/sharelinks/sharelinks/internal/secret"
+)
+
+// The ceilings run the service's own SQL straight through pgx, with the
+// same pool size the api uses (16), so "service / ceiling" is the cost of
+// everything the service adds: HTTP, JSON, auth lookup, Go code, relay.
+// Events go to bench_outbox (outbox's shape and indexes, no relay).
+
+// insertLinkSQL is what postgres.Store.InsertLinks queues per link.
+const insertLinkSQL = `INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
+	password_hash, targets, expires_at, max_access_count, title, message)
+	VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13)`
+
+// bareAccessSQL is the conditional access count alone (the brief's form).
+const bareAccessSQL = `UPDATE links SET access_count = access_count + 1
+	WHERE id = $1 AND status = 'active' AND expires_at > now()
+	AND (max_access_count IS NULL OR access_count < max_access_count)
+	RETURNING access_count`
+
+// serviceAccessSQL is the UPDATE postgres.Store.Access runs.
+const serviceAccessSQL = `UPDATE links SET access_count = access_count + 1,
+	status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+		THEN 'exhausted' ELSE status END,
+	ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+		THEN now() ELSE ended_at END,
+	verify_attempts = 0, last_accessed_at = now(), updated_at = now()
+	WHERE id = $1 AND status = 'active' AND expires_at > now()
+		AND (max_access_count IS NULL OR access_count < max_access_count)
+	RETURNING access_count, status`
+
+// expireCeilingSQL is the reaper's expiry with one outbox row per link,
+// in the form that makes Postgres look each claimed row up by primary key
+// (id = ANY(ARRAY(...))) whatever the table size, with a cut-off instead
+// of now() (so it can run on links not yet due) and bench_outbox instead
+// of outbox.
+const expireCeilingSQL = `
+	WITH expired AS (
+		UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
+		WHERE l.id = ANY(ARRAY(
+			SELECT id FROM links
+			WHERE status = 'active' AND expires_at <= $3
+			ORDER BY expires_at
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED))
+		RETURNING l.id AS link_id, l.owner_id
+	), e AS (
+		SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
+	)
+	INSERT INTO bench_outbox (id, subject, payload)
+	SELECT e.id, $2, convert_to(json_build_object(
+		'id', e.id, 'type', 'link.expired', 'version', 1,
+		'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+		'owner_id', e.owner_id, 'link_id', e.link_id,
+		'actor', json_build_object('type', 'system'), 'data', json_build_object())::text, 'UTF8')
+	FROM e`
+
+// verifyOneStatementSQL is everything a successful verify commits (the
+// access count, the session, the link.verified event built in SQL) as one
+// statement: one round trip, and the row lock is held only while it runs.
+const verifyOneStatementSQL = `
+	WITH upd AS (
+		UPDATE links SET access_count = access_count + 1,
+			status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+				THEN 'exhausted' ELSE status END,
+			ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+				THEN now() ELSE ended_at END,
+			verify_attempts = 0, last_accessed_at = now(), updated_at = now()
+		WHERE id = $1 AND status = 'active' AND expires_at > now()
+			AND (max_access_count IS NULL OR access_count < max_access_count)
+		RETURNING id, owner_id, access_count, status
+	), s AS (
+		INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
+		SELECT $2, id, $3, $4 FROM upd
+	), e AS (
+		INSERT INTO bench_outbox (id, subject, payload)
+		SELECT $5, 'sharelinks.events.link.verified', convert_to(json_build_object(
+			'id', $5::uuid, 'type', 'link.verified', 'version', 1,
+			'occurred_at', to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+			'owner_id', owner_id, 'link_id', id, 'actor', $6::jsonb,
+			'data', json_build_object('access_count', access_count, 'session_id', $2::uuid))::text, 'UTF8')
+		FROM upd
+	)
+	SELECT access_count, status FROM upd`
+
+// ceilingCreate is (a): one transaction inserting a link row and its
+// link.created outbox row, batched as the service does.
+func (b *bench) ceilingCreate(ctx context.Context, conc int, dur time.Duration) result {
+	owner := b.st.ownerID
+	keys := b.st.keys
+	exp := time.Now().Add(30 * 24 * time.Hour).UTC()
+	targets := []byte(benchTargets)
+	actor := events.Actor{Type: "owner", KeyPrefix: b.st.apiKey[:12]}
+	return runClosed(ctx, conc, dur, func(ctx context.Context, _ int) error {
+		id := uuid.Must(uuid.NewV7()).String()
+		tok := secret.NewToken("")
+		ev := events.Must(events.LinkCreated, owner, id, actor, events.CreatedData{
+			LinkType: "view", AuthType: link.AuthNone, ExpiresAt: exp, TargetCount: 1})
+		payload, err := json.Marshal(ev)
+		if err != nil {
+			return err
+		}
+		return pgx.BeginFunc(ctx, b.ceilPool, func(tx pgx.Tx) error {
+			batch := &pgx.Batch{}
+			batch.Queue(insertLinkSQL, id, owner, keys.LookupHash(tok), keys.Seal([]byte(tok), []byte(id)),
+				"view", link.AuthNone, "", "", targets, exp, nil, "", "")
+			batch.Queue(`INSERT INTO bench_outbox (id, subject, payload) VALUES ($1, $2, $3)`, ev.ID, ev.Subject(), payload)
+			return tx.SendBatch(ctx, batch).Close()
+		})
+	})
+}
+
+// ceilingBareAccess is (b) bare: the conditional UPDATE alone, on one hot
+// link (ids of length 1) or on random links among ids.
+func (b *bench) ceilingBareAccess(ctx context.Context, conc int, dur time.Duration, ids []string) result {
+	return runClosed(ctx, conc, dur, func(ctx context.Context, _ int) error {
+		var n int
+		return b.ceilPool.QueryRow(ctx, bareAccessSQL, ids[mrand.IntN(len(ids))]).Scan(&n)
+	})
+}
+
+// ceilingVerifyTx is (b) full: what a successful verify commits: the
+// service's UPDATE, a session row and a link.verified outbox row.
+func (b *bench) ceilingVerifyTx(ctx context.Context, conc int, dur time.Duration, ids []string) result {
+	owner := b.st.ownerID
+	keys := b.st.keys
+	actor := events.Actor{Type: "recipient", IP: "127.0.0.1", UserAgent: "Go-http-client/1.1"}
+	return runClosed(ctx, conc, dur, func(ctx context.Context, _ int) error {
+		id := ids[mrand.IntN(len(ids))]
+		sessID := uuid.Must(uuid.NewV7()).String()
+		sessHash := keys.LookupHash(secret.NewToken(link.SessionTokenPrefix))
+		return pgx.BeginFunc(ctx, b.ceilPool, func(tx pgx.Tx) error {
+			var n int
+			var st string
+			if err := tx.QueryRow(ctx, serviceAccessSQL, id).Scan(&n, &st); err != nil {
+				return err
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO access_sessions (id, link_id, token_hash, expires_at) VALUES ($1, $2, $3, $4)`,
+				sessID, id, sessHash, time.Now().Add(30*time.Minute)); err != nil {
+				return err
+			}
+			ev := events.Must(events.LinkVerified, owner, id, actor, events.VerifiedData{AccessCount: n, SessionID: sessID})
+			payload, err := json.Marshal(ev)
+			if err != nil {
+				return err
+			}
+			_, err = tx.Exec(ctx, `INSERT INTO bench_outbox (id, subject, payload) VALUES ($1, $2, $3)`, ev.ID, ev.Subject(), payload)
+			return err
+		})
+	})
+}
+
+// ceilingVerifyOne is (b) in one statement: verifyOneStatementSQL.
+func (b *bench) ceilingVerifyOne(ctx context.Context, conc int, dur time.Duration, ids []string) result {
+	keys := b.st.keys
+	actor := []byte(`{"type":"recipient","ip":"127.0.0.1","user_agent":"Go-http-client/1.1"}`)
+	return runClosed(ctx, conc, dur, func(ctx context.Context, _ int) error {
+		var n int
+		var st string
+		return b.ceilPool.QueryRow(ctx, verifyOneStatementSQL, ids[mrand.IntN(len(ids))],
+			uuid.Must(uuid.NewV7()), keys.LookupHash(secret.NewToken(link.SessionTokenPrefix)),
+			time.Now().Add(30*time.Minute), uuid.Must(uuid.NewV7()), actor).Scan(&n, &st)
+	})
+}
+
+// ceilingExpire is (d): the reaper's batched SKIP LOCKED expiry with one
+// outbox row per link, in batches of 5000, until limit rows are done or
+// none is left before cut.
+func (b *bench) ceilingExpire(ctx context.Context, cut time.Time, limit int) (rows int, took time.Duration, err error) {
+	start := time.Now()
+	for ctx.Err() == nil && rows < limit {
+		tag, err := b.ceilPool.Exec(ctx, expireCeilingSQL, 5000, events.SubjectPrefix+events.LinkExpired, cut)
+		if err != nil {
+			return rows, time.Since(start), fmt.Errorf("expire ceiling: %w", err)
+		}
+		n := int(tag.RowsAffected())
+		rows += n
+		if n < 5000 {
+			break
+		}
+	}
+	return rows, time.Since(start), ctx.Err()
+}
+
+// ceilingArgon2 is (e): Argon2id hashes per second with the service's
+// parameters and hasher, one goroutine per core, in this process.
+func ceilingArgon2(ctx context.Context, dur time.Duration, workers int) result {
+	h := password.NewHasher(password.Default, workers)
+	return runClosed(ctx, workers, dur, func(ctx context.Context, _ int) error {
+		_, err := h.Hash(ctx, "correct horse battery staple")
+		return err
+	})
+}
+
+// ceilingJetStream is (c): async publishes of 512-byte messages to a file
+// stream on the same server, as fast as the acks come back.
+func ceilingJetStream(ctx context.Context, url string, n int) (result, error) {
+	nc, err := natsConnect(url)
+	if err != nil {
+		return result{}, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4000))
+	if err != nil {
+		return result{}, err
+	}
+	const name = "BENCH_CEILING"
+	_ = js.DeleteStream(ctx, name)
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name: name, Subjects: []string{"bench.ceiling.>"}, Storage: jetstream.FileStorage, Replicas: 1,
+	}); err != nil {
+		return result{}, fmt.Errorf("create stream: %w", err)
+	}
+	defer func() { _ = js.DeleteStream(context.Background(), name) }()
+	payload := make([]byte, 512)
+	_, _ = rand.Read(payload)
+	var (
+		mu     sync.Mutex
+		failed int
+		first  error
+	)
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		if _, err := js.PublishAsync("bench.ceiling.msg", payload); err != nil {
+			mu.Lock()
+			failed++
+			if first == nil {
+				first = err
+			}
+			mu.Unlock()
+		}
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-time.After(60 * time.Second):
+		return result{}, fmt.Errorf("publish acks did not complete within 60s")
+	case <-ctx.Done():
+		return result{}, ctx.Err()
+	}
+	el := time.Since(start)
+	info, err := js.Stream(ctx, name)
+	stored := uint64(0)
+	if err == nil {
+		stored = info.CachedInfo().State.Msgs
+	}
+	return result{ok: int(stored), failed: n - int(stored), elapsed: el, firstErr: first}, nil
+}
