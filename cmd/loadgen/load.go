@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -191,7 +192,7 @@ func (c *httpClient) do(ctx context.Context, method, path string, body []byte, b
 	switch {
 	case bearer != "":
 		req.Header.Set("Authorization", "Bearer "+bearer)
-	case bearer == "" && c.key != "" && len(path) > 3 && path[:4] == "/v1/":
+	case c.key != "" && strings.HasPrefix(path, "/v1/"):
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
 	resp, err := c.hc.Do(req)
@@ -223,7 +224,7 @@ type createdLinks struct {
 func (c createdLinks) tokens() ([]string, error) {
 	out := make([]string, len(c.Links))
 	for i, l := range c.Links {
-		j := bytes.LastIndex([]byte(l.URL), []byte("/s/"))
+		j := strings.LastIndex(l.URL, "/s/")
 		if j < 0 {
 			return nil, errors.New("link URL without /s/: " + l.URL)
 		}

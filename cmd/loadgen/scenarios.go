@@ -538,6 +538,8 @@ func (b *bench) nats(ctx context.Context) error {
 // metric sums the samples of one metric (all label sets matching the
 // label filter, "" for any) from a Prometheus text endpoint.
 func metric(ctx context.Context, addr, name, labels string) (float64, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+addr+"/metrics", nil)
 	if err != nil {
 		return 0, err
@@ -593,9 +595,11 @@ func (b *bench) reaper(ctx context.Context) error {
 		return err
 	}
 	if active < ceilRows {
+		t := time.Now()
 		if _, _, err := seedLinks(ctx, b.st.pool, b.st.keys, b.st.ownerID, ceilRows, 2, time.Now().Add(30*24*time.Hour), 0); err != nil {
 			return err
 		}
+		b.seedRate = float64(ceilRows) / time.Since(t).Seconds()
 		if _, err := b.st.pool.Exec(ctx, `ANALYZE links`); err != nil {
 			return err
 		}

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -160,10 +161,9 @@ func startStack(ctx context.Context, log *slog.Logger) (*stack, error) {
 		"PUBLIC_BASE_URL=" + s.apiURL,
 		"LOG_FORMAT=json",
 	}
-	apiEnv := append(common, "HTTP_ADDR="+apiAddr)
-	// For experiments (e.g. BENCH_API_ENV=GOMEMLIMIT=64MiB): extra
-	// space-separated KEY=VALUE settings for the api only.
-	apiEnv = append(apiEnv, strings.Fields(os.Getenv("BENCH_API_ENV"))...)
+	// BENCH_API_ENV (e.g. GOMEMLIMIT=64MiB) adds space-separated
+	// KEY=VALUE settings to the api alone, for experiments.
+	apiEnv := slices.Concat(common, []string{"HTTP_ADDR=" + apiAddr}, strings.Fields(os.Getenv("BENCH_API_ENV")))
 	if err := s.startChild(ctx, "api", apiAddr, apiEnv); err != nil {
 		return s, err
 	}
@@ -171,28 +171,28 @@ func startStack(ctx context.Context, log *slog.Logger) (*stack, error) {
 	if err != nil {
 		return s, err
 	}
-	if err := s.startChild(ctx, "notifier", nAddr, append(common,
-		"METRICS_ADDR="+nAddr,
-		"SMTP_URL=smtp://"+s.smtp.addr+"?tls=none",
+	if err := s.startChild(ctx, "notifier", nAddr, slices.Concat(common, []string{
+		"METRICS_ADDR=" + nAddr,
+		"SMTP_URL=smtp://" + s.smtp.addr + "?tls=none",
 		"MAIL_FROM=sharelinks bench <bench@localhost>",
-		"TWILIO_API_URL=http://"+s.twilio.addr,
-		"TWILIO_ACCOUNT_SID="+s.twilio.sid,
-		"TWILIO_AUTH_TOKEN="+s.twilio.token,
+		"TWILIO_API_URL=http://" + s.twilio.addr,
+		"TWILIO_ACCOUNT_SID=" + s.twilio.sid,
+		"TWILIO_AUTH_TOKEN=" + s.twilio.token,
 		"TWILIO_FROM=+14155550100",
 		"NOTIFY_CONCURRENCY=8",
 		"OTP_CONCURRENCY=8",
 		"NOTIFY_RETRY_BASE=1s",
-	)); err != nil {
+	})); err != nil {
 		return s, err
 	}
 	rAddr, err := freeAddr()
 	if err != nil {
 		return s, err
 	}
-	if err := s.startChild(ctx, "reaper", rAddr, append(common,
-		"METRICS_ADDR="+rAddr,
+	if err := s.startChild(ctx, "reaper", rAddr, slices.Concat(common, []string{
+		"METRICS_ADDR=" + rAddr,
 		"REAP_INTERVAL=1s",
-	)); err != nil {
+	})); err != nil {
 		return s, err
 	}
 	return s, nil
@@ -312,6 +312,8 @@ func (s *stack) startChild(ctx context.Context, name, addr string, env []string)
 	// Later entries win over the inherited environment.
 	c.cmd.Env = append(os.Environ(), env...)
 	c.cmd.Stdout, c.cmd.Stderr = f, f
+	// If loadgen dies without cleaning up, the kernel stops the services.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}
 	if err := c.cmd.Start(); err != nil {
 		f.Close()
 		return fmt.Errorf("start %s: %w", name, err)

@@ -61,12 +61,11 @@ func run(ctx context.Context, args []string) error {
 	g.Go(func() error {
 		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
 	})
-	// Few in flight: the audit trail may lag a burst by seconds, but must not
-	// take the cores the expiry sweep needs.
-	wk := &events.Worker{Name: "audit", Consumer: audit, JS: w.JS, MaxDeliver: 20, Concurrency: 4,
-		Handler: func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
-		Log:     w.Log, Metrics: w.Consumed}
-	w.Ready.Add("consumers", events.ReadyCheck(wk))
+	// One insert and one commit per batch: a burst of a million events
+	// (links expiring at once) must not cost a million commits.
+	wk := &events.BatchWorker{Name: "audit", Consumer: audit, JS: w.JS, Size: 500,
+		Handler: store.RecordAudit, Log: w.Log, Metrics: w.Consumed}
+	w.Ready.Add("consumers", events.ReadyCheckOf(wk))
 	g.Go(func() error { return wk.Run(gctx) })
 	return g.Wait()
 }

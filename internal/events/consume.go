@@ -78,12 +78,26 @@ type Worker struct {
 // Running reports whether the worker is consuming (for /readyz).
 func (w *Worker) Running() bool { return w.running.Load() }
 
+// Runner is a consumer loop that can say whether it runs.
+type Runner interface {
+	Running() bool
+}
+
 // ReadyCheck is a readiness check that fails unless every worker runs.
 func ReadyCheck(workers ...*Worker) func(context.Context) error {
+	rs := make([]Runner, len(workers))
+	for i, w := range workers {
+		rs[i] = w
+	}
+	return ReadyCheckOf(rs...)
+}
+
+// ReadyCheckOf is ReadyCheck for any runners.
+func ReadyCheckOf(runners ...Runner) func(context.Context) error {
 	return func(context.Context) error {
-		for _, w := range workers {
+		for i, w := range runners {
 			if !w.Running() {
-				return fmt.Errorf("consumer %s not running", w.Name)
+				return fmt.Errorf("consumer %d not running", i)
 			}
 		}
 		return nil

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -13,22 +14,29 @@ import (
 	"github.com/sharelinks/sharelinks/internal/link"
 )
 
-// RecordAudit stores an event in the audit trail; a redelivered event
-// inserts nothing (the event id is the key).
-func (s *Store) RecordAudit(ctx context.Context, e events.Event) error {
-	actor, err := json.Marshal(e.Actor)
-	if err != nil {
-		return fmt.Errorf("marshal actor: %w", err)
+// RecordAudit stores events in the audit trail in one statement (and one
+// commit); a redelivered event inserts nothing (the event id is the key).
+func (s *Store) RecordAudit(ctx context.Context, evs []events.Event) error {
+	n := len(evs)
+	ids, owners, links, types := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+	at := make([]time.Time, n)
+	actors, data := make([]string, n), make([]string, n)
+	for i, e := range evs {
+		actor, err := json.Marshal(e.Actor)
+		if err != nil {
+			return fmt.Errorf("marshal actor: %w", err)
+		}
+		ids[i], owners[i], links[i], types[i], at[i], actors[i] = e.ID, e.OwnerID, e.LinkID, e.Type, e.OccurredAt, string(actor)
+		data[i] = "{}"
+		if len(e.Data) > 0 {
+			data[i] = string(e.Data)
+		}
 	}
-	data := e.Data
-	if len(data) == 0 {
-		data = json.RawMessage("{}")
-	}
-	_, err = s.pool.Exec(ctx, `INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
-		VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING`,
-		e.ID, e.OwnerID, e.LinkID, e.Type, e.OccurredAt, actor, []byte(data))
+	_, err := s.pool.Exec(ctx, `INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
+		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::jsonb[])
+		ON CONFLICT (id) DO NOTHING`, ids, owners, links, types, at, actors, data)
 	if err != nil {
-		return fmt.Errorf("record audit event: %w", err)
+		return fmt.Errorf("record audit events: %w", err)
 	}
 	return nil
 }

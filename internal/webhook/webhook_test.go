@@ -38,17 +38,20 @@ func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	cm := events.NewConsumerMetrics(reg)
-	for name, h := range map[string]events.Handler{
-		"webhooks": d.Handle,
-		"audit":    func(ctx context.Context, e events.Event, _ uint64) error { return store.RecordAudit(ctx, e) },
-	} {
-		cons, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		wk := &events.Worker{Name: name, Consumer: cons, JS: st.JS, Handler: h, Log: quiet, Metrics: cm}
+	hooks, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "webhooks"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	audit, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "audit"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hw := &events.Worker{Name: "webhooks", Consumer: hooks, JS: st.JS, Handler: d.Handle, Log: quiet, Metrics: cm}
+	aw := &events.BatchWorker{Name: "audit", Consumer: audit, JS: st.JS, Handler: store.RecordAudit, Size: 3,
+		Linger: 50 * time.Millisecond, Log: quiet, Metrics: cm}
+	for _, run := range []func(context.Context) error{hw.Run, aw.Run} {
 		wg.Add(1)
-		go func() { defer wg.Done(); _ = wk.Run(ctx) }()
+		go func() { defer wg.Done(); _ = run(ctx) }()
 	}
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = d.Run(ctx) }()

@@ -1,0 +1,135 @@
+package events
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// BatchHandler processes events together (e.g. one multi-row insert and
+// one commit for many events). It must be idempotent for the whole batch.
+type BatchHandler func(ctx context.Context, evs []Event) error
+
+// BatchWorker runs a BatchHandler over a durable consumer: it gathers up to
+// Size messages, or what arrived within Linger, hands them over at once,
+// and acks them all on success (naks them all with a delay on failure).
+// Per-event commits would make a burst of a million events cost a million
+// WAL flushes.
+type BatchWorker struct {
+	Name     string
+	Consumer jetstream.Consumer
+	JS       jetstream.JetStream
+	Handler  BatchHandler
+	Size     int
+	Linger   time.Duration
+	Log      *slog.Logger
+	Metrics  *ConsumerMetrics
+
+	inner Worker // for dead letters, metrics and readiness
+}
+
+// Running reports whether the worker is consuming (for /readyz).
+func (w *BatchWorker) Running() bool { return w.inner.Running() }
+
+// Run consumes until ctx ends; the batch in hand is finished first.
+func (w *BatchWorker) Run(ctx context.Context) error {
+	if w.Size <= 0 {
+		w.Size = 500
+	}
+	if w.Linger <= 0 {
+		w.Linger = 20 * time.Millisecond
+	}
+	w.inner = Worker{Name: w.Name, JS: w.JS, Log: w.Log, Metrics: w.Metrics}
+	if w.Metrics != nil {
+		for _, r := range []string{"ok", "retry", "terminated", "dead_lettered"} {
+			w.Metrics.Consumed.WithLabelValues(w.Name, r)
+		}
+	}
+	it, err := w.Consumer.Messages(jetstream.PullMaxMessages(w.Size))
+	if err != nil {
+		return fmt.Errorf("consume %s: %w", w.Name, err)
+	}
+	w.inner.running.Store(true)
+	defer w.inner.running.Store(false)
+	msgs := make(chan jetstream.Msg, w.Size)
+	go func() {
+		defer close(msgs)
+		for {
+			m, err := it.Next()
+			if err != nil {
+				if errors.Is(err, jetstream.ErrMsgIteratorClosed) || errors.Is(err, nats.ErrConnectionClosed) {
+					return
+				}
+				w.Log.Warn("consumer fetch failed; retrying", "consumer", w.Name, "err", err)
+				time.Sleep(250 * time.Millisecond)
+				continue
+			}
+			msgs <- m
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		it.Drain()
+	}()
+	for {
+		m, ok := <-msgs
+		if !ok {
+			return nil
+		}
+		batch := []jetstream.Msg{m}
+		timer := time.NewTimer(w.Linger)
+	gather:
+		for len(batch) < w.Size {
+			select {
+			case m, ok := <-msgs:
+				if !ok {
+					break gather
+				}
+				batch = append(batch, m)
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		w.handle(batch)
+	}
+}
+
+func (w *BatchWorker) handle(batch []jetstream.Msg) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	evs := make([]Event, 0, len(batch))
+	good := make([]jetstream.Msg, 0, len(batch))
+	for _, m := range batch {
+		e, err := Parse(m.Data())
+		if err != nil {
+			w.inner.deadLetter(ctx, m, nil, "unparseable: "+err.Error())
+			continue
+		}
+		evs = append(evs, e)
+		good = append(good, m)
+	}
+	if len(evs) == 0 {
+		return
+	}
+	if err := w.Handler(ctx, evs); err != nil {
+		w.Log.Warn("batch failed; retrying", "consumer", w.Name, "events", len(evs), "err", err)
+		for _, m := range good {
+			_ = m.NakWithDelay(time.Second)
+			w.inner.count("retry")
+		}
+		return
+	}
+	for _, m := range good {
+		// Plain ack: a lost ack only redelivers, and the handler is idempotent.
+		if err := m.Ack(); err != nil {
+			w.Log.Warn("ack failed; the event will be redelivered and handled idempotently", "consumer", w.Name, "err", err)
+		}
+		w.inner.count("ok")
+	}
+}
