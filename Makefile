@@ -30,7 +30,7 @@ testdb-stop:
 
 ## bench: load generator against a running stack
 bench:
-	$(GO) run ./cmd/loadgen
+	$(GO) run ./cmd/loadgen $(BENCH_FLAGS)
 
 ## lint: go vet and a gofmt check
 lint:
