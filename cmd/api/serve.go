@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -30,7 +31,7 @@ import (
 )
 
 // defaultMemLimit is the api's soft memory limit when GOMEMLIMIT is unset.
-const defaultMemLimit = 80 << 20
+const defaultMemLimit = 64 << 20
 
 type serveConfig struct {
 	config.Common
@@ -44,6 +45,7 @@ type serveConfig struct {
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
 	WebhookAllowPrivate bool
+	HashConcurrency     int
 	BrandName           string
 	BrandLogo           string
 	BrandAccent         string
@@ -62,6 +64,8 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	set.Int(&c.HashConcurrency, "PASSWORD_HASH_CONCURRENCY", max(1, runtime.NumCPU()/2),
+		"Argon2id hashes at once (each holds 19 MiB): bounds memory under password load")
 	set.String(&c.BrandName, "BRAND_NAME", "sharelinks", "name shown on recipient pages")
 	set.String(&c.BrandLogo, "BRAND_LOGO_URL", "", "https URL of a logo for recipient pages")
 	set.String(&c.BrandAccent, "BRAND_ACCENT", "#2563eb", "accent colour (#rrggbb)")
@@ -115,7 +119,7 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	svc := link.NewService(store, c.Keys, password.NewHasher(password.Default, 0), signer, link.Config{
+	svc := link.NewService(store, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
 		PublicBaseURL: c.PublicBaseURL,
 		Policy:        link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion},
 		SessionTTL:    c.SessionTTL,
