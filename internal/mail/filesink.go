@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/sharelinks/sharelinks/internal/atomicfile"
 )
 
 // FileSink is the dev mail sink: each message becomes an RFC 5322 .eml file
@@ -60,7 +62,7 @@ func (f *FileSink) Send(ctx context.Context, m Message) (string, error) {
 	if name == "" {
 		name = filepath.Join(f.dir, time.Now().UTC().Format("20060102T150405.000Z")+"_"+key+".eml")
 	}
-	if err := writeFileAtomic(name, buf.Bytes()); err != nil {
+	if err := atomicfile.Write(name, buf.Bytes()); err != nil {
 		return "", fmt.Errorf("write mail sink file: %w", err)
 	}
 	return id, nil
@@ -94,22 +96,4 @@ func fileKey(id string) string {
 		}
 		return '_'
 	}, id)
-}
-
-// writeFileAtomic writes data to name via a temporary file and a rename, so a
-// reader never sees half a message. Mode 0600: messages may hold codes.
-func writeFileAtomic(name string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
 }

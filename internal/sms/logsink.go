@@ -11,6 +11,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/sharelinks/sharelinks/internal/atomicfile"
 )
 
 // LogSink is the dev SMS sink. It logs one line per message with the number
@@ -55,7 +57,7 @@ func (s *LogSink) Send(ctx context.Context, to, body string) (string, error) {
 		return "", fmt.Errorf("create sms sink dir: %w", err)
 	}
 	name := filepath.Join(s.dir, m.Time.Format("20060102T150405.000Z")+"_"+m.ID+".json")
-	if err := writeFileAtomic(name, append(data, '\n')); err != nil {
+	if err := atomicfile.Write(name, append(data, '\n')); err != nil {
 		return "", fmt.Errorf("write sms sink file: %w", err)
 	}
 	s.logger.InfoContext(ctx, "dev sms sink: message written", "to", MaskPhone(to), "id", m.ID, "file", name)
@@ -64,22 +66,3 @@ func (s *LogSink) Send(ctx context.Context, to, body string) (string, error) {
 
 // LogSink satisfies Sender.
 var _ Sender = (*LogSink)(nil)
-
-// writeFileAtomic writes data to name via a temporary file and a rename, so a
-// reader polling the directory never sees half a message. Mode 0600: the
-// file holds a full number and possibly a code.
-func writeFileAtomic(name string, data []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(name), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if _, err := tmp.Write(data); err != nil {
-		_ = tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), name)
-}
