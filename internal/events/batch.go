@@ -36,6 +36,9 @@ type BatchWorker struct {
 // Running reports whether the worker is consuming (for /readyz).
 func (w *BatchWorker) Running() bool { return w.inner.Running() }
 
+// Durable is the durable consumer's name.
+func (w *BatchWorker) Durable() string { return w.Name }
+
 // Run consumes until ctx ends; the batch in hand is finished first.
 func (w *BatchWorker) Run(ctx context.Context) error {
 	if w.Size <= 0 {

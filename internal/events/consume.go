@@ -81,7 +81,11 @@ func (w *Worker) Running() bool { return w.running.Load() }
 // Runner is a consumer loop that can say whether it runs.
 type Runner interface {
 	Running() bool
+	Durable() string
 }
+
+// Durable is the durable consumer's name.
+func (w *Worker) Durable() string { return w.Name }
 
 // ReadyCheck is a readiness check that fails unless every worker runs.
 func ReadyCheck(workers ...*Worker) func(context.Context) error {
@@ -95,9 +99,9 @@ func ReadyCheck(workers ...*Worker) func(context.Context) error {
 // ReadyCheckOf is ReadyCheck for any runners.
 func ReadyCheckOf(runners ...Runner) func(context.Context) error {
 	return func(context.Context) error {
-		for i, w := range runners {
+		for _, w := range runners {
 			if !w.Running() {
-				return fmt.Errorf("consumer %d not running", i)
+				return fmt.Errorf("consumer %s not running", w.Durable())
 			}
 		}
 		return nil
@@ -240,6 +244,3 @@ func truncate(s string, n int) string {
 	}
 	return s[:n]
 }
-
-// Ignore is the handler of consumers whose work is not built yet: it acks.
-func Ignore(context.Context, Event, uint64) error { return nil }

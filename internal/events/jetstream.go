@@ -2,7 +2,6 @@ package events
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -145,11 +144,4 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, c ConsumerSpec)
 		return nil, fmt.Errorf("ensure consumer %s: %w", c.Name, err)
 	}
 	return cons, nil
-}
-
-// IsNotConnected tells whether err means NATS is currently unreachable.
-func IsNotConnected(err error) bool {
-	return errors.Is(err, nats.ErrConnectionClosed) || errors.Is(err, nats.ErrNoServers) ||
-		errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrConnectionReconnecting)
 }

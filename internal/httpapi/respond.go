@@ -23,18 +23,15 @@ import (
 const MaxBody = 1 << 20
 
 var statusOf = map[apperr.Code]int{
-	apperr.Invalid:          http.StatusBadRequest,
-	apperr.Unauthorized:     http.StatusUnauthorized,
-	apperr.Forbidden:        http.StatusForbidden,
-	apperr.NotFound:         http.StatusNotFound,
-	apperr.MethodNotAllowed: http.StatusMethodNotAllowed,
-	apperr.Conflict:         http.StatusConflict,
-	apperr.TooLarge:         http.StatusRequestEntityTooLarge,
-	apperr.Unsupported:      http.StatusUnsupportedMediaType,
-	apperr.TooMany:          http.StatusTooManyRequests,
-	apperr.Upstream:         http.StatusBadGateway,
-	apperr.Unavailable:      http.StatusServiceUnavailable,
-	apperr.Internal:         http.StatusInternalServerError,
+	apperr.Invalid:      http.StatusBadRequest,
+	apperr.Unauthorized: http.StatusUnauthorized,
+	apperr.NotFound:     http.StatusNotFound,
+	apperr.Conflict:     http.StatusConflict,
+	apperr.TooLarge:     http.StatusRequestEntityTooLarge,
+	apperr.Unsupported:  http.StatusUnsupportedMediaType,
+	apperr.TooMany:      http.StatusTooManyRequests,
+	apperr.Upstream:     http.StatusBadGateway,
+	apperr.Internal:     http.StatusInternalServerError,
 }
 
 type errorBody struct {

@@ -90,7 +90,6 @@ type View struct {
 
 // Token prefixes make leaked secrets recognisable (and scannable).
 const (
-	LinkTokenPrefix    = ""
 	SessionTokenPrefix = "sla_"
 	APIKeyPrefix       = "slk_"
 )
@@ -134,7 +133,7 @@ func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec) ([]View
 	for _, v := range validated {
 		for _, a := range v.Auths {
 			id := uuid.Must(uuid.NewV7()).String()
-			tok := secret.NewToken(LinkTokenPrefix)
+			tok := secret.NewToken("")
 			l := Link{
 				ID: id, OwnerID: owner.ID,
 				TokenHash: s.keys.LookupHash(tok), TokenSealed: s.keys.Seal([]byte(tok), []byte(id)),

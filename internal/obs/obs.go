@@ -96,23 +96,6 @@ func Handle(mux *http.ServeMux, reg *prometheus.Registry, ready *Readiness) {
 	mux.Handle("GET /readyz", ready)
 }
 
-// Serve runs an ops HTTP server (metrics and probes) until ctx ends.
-func Serve(ctx context.Context, addr string, reg *prometheus.Registry, ready *Readiness, log *slog.Logger) error {
-	mux := http.NewServeMux()
-	Handle(mux, reg, ready)
-	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe() }()
-	select {
-	case err := <-errc:
-		return err
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		return srv.Shutdown(sctx)
-	}
-}
-
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

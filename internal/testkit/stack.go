@@ -30,26 +30,6 @@ import (
 	"github.com/sharelinks/sharelinks/schemas"
 )
 
-// MigratedDatabase is for TestMain: a fresh database with the schema
-// applied, and the function that drops it.
-func MigratedDatabase(prefix string) (string, func(), error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	dbURL, drop, err := NewDatabase(ctx, prefix)
-	if err != nil {
-		return "", nil, err
-	}
-	if _, _, err := postgres.Migrate(ctx, dbURL); err != nil {
-		_ = drop(ctx)
-		return "", nil, err
-	}
-	return dbURL, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = drop(ctx)
-	}, nil
-}
-
 // MigratedDB is a fresh database with the schema applied, dropped when the
 // test ends. Stacks need their own: relays of two stacks sharing one outbox
 // would publish each other's events to the wrong NATS server.

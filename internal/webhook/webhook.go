@@ -70,6 +70,12 @@ type Store interface {
 // Guard decides which destination addresses are allowed.
 type Guard struct{ AllowPrivate bool }
 
+// Ranges the netip predicates do not cover.
+var (
+	carrierNAT   = netip.MustParsePrefix("100.64.0.0/10")
+	ietfProtocol = netip.MustParsePrefix("192.0.0.0/24")
+)
+
 // Allowed reports whether ip may be contacted.
 func (g Guard) Allowed(ip netip.Addr) bool {
 	if g.AllowPrivate {
@@ -78,8 +84,7 @@ func (g Guard) Allowed(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	return !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
 		ip.IsMulticast() || ip.IsUnspecified() || ip.IsInterfaceLocalMulticast() ||
-		netip.MustParsePrefix("100.64.0.0/10").Contains(ip) || // carrier-grade NAT
-		netip.MustParsePrefix("192.0.0.0/24").Contains(ip))
+		carrierNAT.Contains(ip) || ietfProtocol.Contains(ip))
 }
 
 // Validate checks a webhook URL: absolute http(s), and a host that
