@@ -119,7 +119,10 @@ func serve(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	svc := link.NewService(store, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
+	// Owner requests find their API key in memory; revocations reach every
+	// process through Postgres NOTIFY (see postgres.CachedKeys).
+	keyed := postgres.WithKeyCache(store, log)
+	svc := link.NewService(keyed, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
 		PublicBaseURL: c.PublicBaseURL,
 		Policy:        link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion},
 		SessionTTL:    c.SessionTTL,
@@ -154,6 +157,7 @@ func serve(ctx context.Context, args []string) error {
 	defer stopRelay()
 	g := new(errgroup.Group)
 	g.Go(func() error { return relay.Run(relayCtx) })
+	g.Go(func() error { return keyed.Run(relayCtx) })
 	g.Go(func() error {
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -154,16 +154,25 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 			workers.HandleNotification, workers.DeadNotification, s.Concurrency},
 		"otp": {events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: 8},
 			workers.HandleOTP, workers.DeadOTP, s.OTPConcurrency},
-		"webhooks": {events.ConsumerSpec{Name: "webhooks", MaxDeliver: 20}, hooks.Handle, nil, 4},
 	}
-	var running []*events.Worker
+	var running []events.Runner
 	for _, name := range splitList(s.Consumers) {
+		if name == "webhooks" {
+			// Every subscribable event passes through here, so they are
+			// recorded in batches: one statement per batch, not per event.
+			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "webhooks", Types: webhook.SubscribableTypes(), MaxDeliver: 20})
+			if err != nil {
+				return fmt.Errorf("NATS_URL: %w", err)
+			}
+			wk := &events.BatchWorker{Name: name, Consumer: cons, JS: w.JS, Size: 500, Handler: hooks.Handle, Log: w.Log, Metrics: w.Consumed}
+			running = append(running, wk)
+			g.Go(func() error { return hooks.Run(gctx) })
+			g.Go(func() error { return wk.Run(gctx) })
+			continue
+		}
 		c, ok := specs[name]
 		if !ok {
 			return fmt.Errorf("CONSUMERS: unknown consumer %q (notifier, otp, webhooks)", name)
-		}
-		if name == "webhooks" {
-			g.Go(func() error { return hooks.Run(gctx) })
 		}
 		cons, err := events.EnsureConsumer(ctx, w.JS, c.spec)
 		if err != nil {

@@ -65,7 +65,7 @@ func run(ctx context.Context, args []string) error {
 	// (links expiring at once) must not cost a million commits.
 	wk := &events.BatchWorker{Name: "audit", Consumer: audit, JS: w.JS, Size: 500,
 		Handler: store.RecordAudit, Log: w.Log, Metrics: w.Consumed}
-	w.Ready.Add("consumers", events.ReadyCheckOf(wk))
+	w.Ready.Add("consumers", events.ReadyCheck(wk))
 	g.Go(func() error { return wk.Run(gctx) })
 	return g.Wait()
 }

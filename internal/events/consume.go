@@ -87,17 +87,8 @@ type Runner interface {
 // Durable is the durable consumer's name.
 func (w *Worker) Durable() string { return w.Name }
 
-// ReadyCheck is a readiness check that fails unless every worker runs.
-func ReadyCheck(workers ...*Worker) func(context.Context) error {
-	rs := make([]Runner, len(workers))
-	for i, w := range workers {
-		rs[i] = w
-	}
-	return ReadyCheckOf(rs...)
-}
-
-// ReadyCheckOf is ReadyCheck for any runners.
-func ReadyCheckOf(runners ...Runner) func(context.Context) error {
+// ReadyCheck fails while any of the consumers is not running.
+func ReadyCheck(runners ...Runner) func(context.Context) error {
 	return func(context.Context) error {
 		for _, w := range runners {
 			if !w.Running() {

@@ -186,59 +186,71 @@ type outboxRow struct {
 // publishBatch claims rows after `after`, publishes them, deletes the acked
 // ones, and returns the last id claimed ("" when there were fewer than a
 // full batch, i.e. nothing more to scan).
+//
+// It costs two round trips: BEGIN and the claim go in one pipeline, the
+// delete and COMMIT in another. Losing the delete in a crash only means
+// publishing again, which JetStream dedups on Nats-Msg-Id, so the
+// transaction does not wait for its WAL flush.
 func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, error) {
-	published, last := 0, ""
-	var pubErr error
-	err := pgx.BeginFunc(ctx, r.pool, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `
-			SELECT id::text, subject, payload, created_at FROM outbox
-			WHERE outbox.id > $2::uuid
-			ORDER BY outbox.id
-			LIMIT $1
-			FOR UPDATE SKIP LOCKED`, r.Batch, after)
-		if err != nil {
-			return fmt.Errorf("claim outbox rows: %w", err)
-		}
-		batch, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
-			var o outboxRow
-			err := row.Scan(&o.id, &o.subject, &o.payload, &o.createdAt)
-			return o, err
-		})
-		if err != nil {
-			return fmt.Errorf("read outbox rows: %w", err)
-		}
-		if len(batch) == 0 {
-			return nil
-		}
-		if len(batch) == r.Batch {
-			last = batch[len(batch)-1].id
-		}
-		var ok []string
-		ok, pubErr = r.publish(ctx, batch)
-		if len(ok) > 0 {
-			// Losing this delete in a crash only means publishing again, which
-			// JetStream dedups: no need to wait for its WAL flush.
-			if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
-				return fmt.Errorf("relax commit: %w", err)
-			}
-			if _, err := tx.Exec(ctx, `DELETE FROM outbox WHERE id = ANY($1::uuid[])`, ok); err != nil {
-				return fmt.Errorf("delete published outbox rows: %w", err)
-			}
-		}
-		published = len(ok)
-		// Commit what was acked even when part of the batch failed: the rest
-		// stays for the next attempt.
-		return nil
-	})
+	conn, err := r.pool.Acquire(ctx)
 	if err != nil {
+		return 0, "", fmt.Errorf("outbox connection: %w", err)
+	}
+	// A connection given back inside a transaction (any error below) is
+	// closed by the pool, which also ends the transaction.
+	defer conn.Release()
+	claim := &pgx.Batch{}
+	claim.Queue(`BEGIN`)
+	claim.Queue(`SET LOCAL synchronous_commit = off`)
+	claim.Queue(`SELECT id::text, subject, payload, created_at FROM outbox
+		WHERE outbox.id > $2::uuid
+		ORDER BY outbox.id
+		LIMIT $1
+		FOR UPDATE SKIP LOCKED`, r.Batch, after)
+	var batch []outboxRow
+	br := conn.SendBatch(ctx, claim)
+	_, err = br.Exec()
+	if err == nil {
+		_, err = br.Exec()
+	}
+	if err == nil {
+		var rows pgx.Rows
+		rows, err = br.Query()
+		if err == nil {
+			batch, err = pgx.CollectRows(rows, func(row pgx.CollectableRow) (outboxRow, error) {
+				var o outboxRow
+				err := row.Scan(&o.id, &o.subject, &o.payload, &o.createdAt)
+				return o, err
+			})
+		}
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, "", fmt.Errorf("claim outbox rows: %w", err)
+	}
+	last := ""
+	if len(batch) == r.Batch {
+		last = batch[len(batch)-1].id
+	}
+	ok, pubErr := r.publish(ctx, batch)
+	done := &pgx.Batch{}
+	if len(ok) > 0 {
+		done.Queue(`DELETE FROM outbox WHERE id = ANY($1::uuid[])`, ok)
+	}
+	// Commit what was acked even when part of the batch failed: the rest
+	// stays for the next attempt.
+	done.Queue(`COMMIT`)
+	if err := conn.SendBatch(ctx, done).Close(); err != nil {
 		// Rolled back: rows acked by JetStream will be published again and
 		// its dedup on Nats-Msg-Id absorbs the duplicates.
-		return 0, "", err
+		return 0, "", fmt.Errorf("delete published outbox rows: %w", err)
 	}
 	if pubErr != nil {
-		return published, "", pubErr
+		return len(ok), "", pubErr
 	}
-	return published, last, nil
+	return len(ok), last, nil
 }
 
 // publish sends a batch asynchronously and returns the ids acked.

@@ -94,7 +94,14 @@ func Handle(mux *http.ServeMux, reg *prometheus.Registry, ready *Readiness) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", Healthz)
 	mux.Handle("GET /readyz", ready)
+	if debugHandlers != nil {
+		debugHandlers(mux)
+	}
 }
+
+// debugHandlers is set only in binaries built with -tags pprof (see
+// pprof.go): profiling endpoints are for benchmarks, never for production.
+var debugHandlers func(*http.ServeMux)
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

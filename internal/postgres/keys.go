@@ -59,16 +59,24 @@ func (s *Store) ListKeys(ctx context.Context) ([]KeyInfo, error) {
 	})
 }
 
-// RevokeKey revokes the key with the given prefix.
+// RevokeKey revokes the key with the given prefix and tells every api
+// process to forget the keys it remembers (see CachedKeys).
 func (s *Store) RevokeKey(ctx context.Context, prefix string) error {
-	tag, err := s.pool.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL`, prefix)
-	if err != nil {
-		return fmt.Errorf("revoke key: %w", err)
-	}
-	if tag.RowsAffected() == 0 {
-		return apperr.New(apperr.NotFound, "key_not_found", "no active key with prefix %s", prefix)
-	}
-	return nil
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE api_keys SET revoked_at = now() WHERE prefix = $1 AND revoked_at IS NULL`, prefix)
+		if err != nil {
+			return fmt.Errorf("revoke key: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return apperr.New(apperr.NotFound, "key_not_found", "no active key with prefix %s", prefix)
+		}
+		// Delivered at commit, so no process can re-read the key as valid
+		// after forgetting it.
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, keysChannel); err != nil {
+			return fmt.Errorf("notify key revocation: %w", err)
+		}
+		return nil
+	})
 }
 
 // OwnerByKeyHash authenticates an API key by its hash.

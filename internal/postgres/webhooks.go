@@ -120,13 +120,19 @@ func (s *Store) ListDeliveries(ctx context.Context, ownerID, webhookID string, l
 	})
 }
 
-// EnqueueDeliveries creates one delivery of the event per subscribed
-// webhook; a redelivered event creates nothing new.
-func (s *Store) EnqueueDeliveries(ctx context.Context, e events.Event, payload []byte) (int, error) {
+// EnqueueDeliveries creates one delivery per event and subscribed webhook
+// of its owner, for a whole batch of events in one statement (payloads[i]
+// is evs[i]'s body); a redelivered event creates nothing new.
+func (s *Store) EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error) {
+	ids, owners, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
+	for i, e := range evs {
+		ids[i], owners[i], types[i] = e.ID, e.OwnerID, e.Type
+	}
 	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
-		SELECT sharelinks_uuid_v7(), id, $2, $3, $4 FROM webhooks
-		WHERE owner_id = $1 AND deleted_at IS NULL AND $3 = ANY(events)
-		ON CONFLICT (webhook_id, event_id) DO NOTHING`, e.OwnerID, e.ID, e.Type, payload)
+		SELECT sharelinks_uuid_v7(), w.id, e.id, e.type, e.payload
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) AS e (id, owner_id, type, payload)
+		JOIN webhooks w ON w.owner_id = e.owner_id AND w.deleted_at IS NULL AND e.type = ANY (w.events)
+		ON CONFLICT (webhook_id, event_id) DO NOTHING`, ids, owners, types, payloads)
 	if err != nil {
 		return 0, fmt.Errorf("enqueue webhook deliveries: %w", err)
 	}

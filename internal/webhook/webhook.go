@@ -17,10 +17,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"syscall"
@@ -62,7 +64,7 @@ type Store interface {
 	OwnersWithWebhooks(ctx context.Context) ([]string, error)
 	DeleteWebhook(ctx context.Context, ownerID, id string) error
 	ListDeliveries(ctx context.Context, ownerID, webhookID string, limit int) ([]postgres.Delivery, error)
-	EnqueueDeliveries(ctx context.Context, e events.Event, payload []byte) (int, error)
+	EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error)
 	ClaimDueDeliveries(ctx context.Context, batch int, lease time.Duration) ([]postgres.Delivery, error)
 	DeliveryOutcome(ctx context.Context, id, status string, code *int, lastErr *string, next time.Time) error
 }
@@ -250,17 +252,29 @@ func NewDispatcher(store Store, keys *secret.Keys, g Guard, cfg DispatcherConfig
 		wake: make(chan struct{}, 1), subs: &subscribers{store: store}}
 }
 
-// Handle is the consumer handler: it records a delivery per subscribed
-// webhook and wakes the dispatcher.
-func (d *Dispatcher) Handle(ctx context.Context, e events.Event, _ uint64) error {
-	if !Subscribable[e.Type] || !d.subs.mayHave(ctx, e) {
+// Handle is the consumer's batch handler: it records a delivery per event
+// and subscribed webhook, for the whole batch in one statement, and wakes
+// the dispatcher. Events of owners known to have no webhook cost no query.
+func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
+	var todo []events.Event
+	var payloads [][]byte
+	for _, e := range evs {
+		if !Subscribable[e.Type] || !d.subs.mayHave(ctx, e) {
+			continue
+		}
+		payload, err := json.Marshal(e)
+		if err != nil {
+			// An Event always marshals; refusing one would stall the batch.
+			d.log.Error("webhook payload not encodable; event skipped", "event_id", e.ID, "err", err)
+			continue
+		}
+		todo = append(todo, e)
+		payloads = append(payloads, payload)
+	}
+	if len(todo) == 0 {
 		return nil
 	}
-	payload, err := json.Marshal(e)
-	if err != nil {
-		return events.Permanent(err)
-	}
-	n, err := d.store.EnqueueDeliveries(ctx, e, payload)
+	n, err := d.store.EnqueueDeliveries(ctx, todo, payloads)
 	if err != nil {
 		return err
 	}
@@ -271,6 +285,11 @@ func (d *Dispatcher) Handle(ctx context.Context, e events.Event, _ uint64) error
 		}
 	}
 	return nil
+}
+
+// SubscribableTypes lists Subscribable, for the consumer's subject filter.
+func SubscribableTypes() []string {
+	return slices.Sorted(maps.Keys(Subscribable))
 }
 
 // Run sends due deliveries until ctx ends.

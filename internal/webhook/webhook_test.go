@@ -38,7 +38,7 @@ func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	cm := events.NewConsumerMetrics(reg)
-	hooks, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "webhooks"})
+	hooks, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "webhooks", Types: webhook.SubscribableTypes()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +46,8 @@ func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig)
 	if err != nil {
 		t.Fatal(err)
 	}
-	hw := &events.Worker{Name: "webhooks", Consumer: hooks, JS: st.JS, Handler: d.Handle, Log: quiet, Metrics: cm}
+	hw := &events.BatchWorker{Name: "webhooks", Consumer: hooks, JS: st.JS, Handler: d.Handle, Size: 3,
+		Linger: 50 * time.Millisecond, Log: quiet, Metrics: cm}
 	aw := &events.BatchWorker{Name: "audit", Consumer: audit, JS: st.JS, Handler: store.RecordAudit, Size: 3,
 		Linger: 50 * time.Millisecond, Log: quiet, Metrics: cm}
 	for _, run := range []func(context.Context) error{hw.Run, aw.Run} {
