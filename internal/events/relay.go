@@ -237,7 +237,7 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 	ok, pubErr := r.publish(ctx, batch)
 	done := &pgx.Batch{}
 	if len(ok) > 0 {
-		done.Queue(`DELETE FROM outbox WHERE id = ANY($1::uuid[])`, ok)
+		done.Queue(`DELETE FROM outbox WHERE id = ANY($1::text[]::uuid[])`, ok)
 	}
 	// Commit what was acked even when part of the batch failed: the rest
 	// stays for the next attempt.

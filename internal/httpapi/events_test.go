@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/url"
 	"sync"
@@ -73,21 +74,53 @@ func TestEveryPublishedEventMatchesItsSchema(t *testing.T) {
 	}
 	st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{ls[1].ID}, "recipients": []string{"bo@example.com"}})
 	st.Do(t, "DELETE", "/v1/links/"+ls[1].ID, key, nil)
+	// An open link's verify writes its events in SQL (one statement).
+	open := create(t, st, key, spec(func(s map[string]any) { s["max_access_count"] = 1 }))[0]
+	if r, _ := verify(t, st, open, map[string]any{}); r.Status != 200 {
+		t.Fatalf("open verify: %d %s", r.Status, r.Body)
+	}
+	if r, _ := verify(t, st, open, map[string]any{}); r.Status != 404 {
+		t.Fatalf("verify of a used-up open link: %d", r.Status)
+	}
 
 	want := map[string]int{
-		events.LinkCreated: 2, events.NotificationRequested: 2, events.LinkVerifyFailed: 1,
-		events.LinkVerified: 1, events.LinkExhausted: 1, events.LinkOpened: 1, events.LinkRevoked: 1,
+		events.LinkCreated: 3, events.NotificationRequested: 2, events.LinkVerifyFailed: 1,
+		events.LinkVerified: 2, events.LinkExhausted: 2, events.LinkOpened: 1, events.LinkRevoked: 1,
 	}
-	ids := map[string]bool{ls[0].ID: true, ls[1].ID: true}
+	ids := map[string]bool{ls[0].ID: true, ls[1].ID: true, open.ID: true}
 	var got map[string]int
+	var evs []events.Event
 	testkit.Eventually(t, 10*time.Second, func() bool {
 		got = map[string]int{}
-		for _, e := range streamEvents(t, st.JS, ids) {
+		evs = streamEvents(t, st.JS, ids)
+		for _, e := range evs {
 			got[e.Type]++
 		}
 		return fmt.Sprint(got) == fmt.Sprint(want)
 	}, "events in stream differ from %v", want)
 	t.Logf("events: %v", got)
+	for _, e := range evs {
+		if e.LinkID != open.ID {
+			continue
+		}
+		switch e.Type {
+		case events.LinkVerified:
+			var d events.VerifiedData
+			if err := json.Unmarshal(e.Data, &d); err != nil || d.AccessCount != 1 || d.SessionID == "" {
+				t.Errorf("open link's link.verified data %s (%v)", e.Data, err)
+			}
+			if e.Actor.Type != "recipient" || e.Actor.IP == "" || e.Actor.UserAgent == "" {
+				t.Errorf("open link's link.verified actor %+v", e.Actor)
+			}
+		case events.LinkExhausted:
+			if string(e.Data) != `{"access_count":1}` || e.Actor.Type != "system" {
+				t.Errorf("open link's link.exhausted: data %s actor %+v", e.Data, e.Actor)
+			}
+		}
+		if e.OwnerID == "" || time.Since(e.OccurredAt) > time.Minute {
+			t.Errorf("open link's %s envelope: owner %q at %v", e.Type, e.OwnerID, e.OccurredAt)
+		}
+	}
 }
 
 func TestEventsSurviveNATSOutage(t *testing.T) {

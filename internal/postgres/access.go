@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
@@ -148,6 +149,64 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 	}
 	s.wake()
 	return link.AccessResult{AccessCount: *count, Exhausted: *status == link.StatusExhausted}, nil
+}
+
+// accessOpenSQL is Access for an open link named by its token hash, in one
+// statement: the token lookup, the count, the session and the events
+// (link.verified, and link.exhausted when this was the last access) all
+// in one round trip. Any other kind of link matches nothing.
+var accessOpenSQL = fmt.Sprintf(`
+	WITH upd AS (
+		UPDATE links SET access_count = access_count + 1,
+			status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+				THEN 'exhausted' ELSE status END,
+			ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
+				THEN now() ELSE ended_at END,
+			verify_attempts = 0, last_accessed_at = now(), updated_at = now()
+		WHERE token_hash = $1 AND auth_type = 'none' AND status = 'active' AND expires_at > now()
+			AND (max_access_count IS NULL OR access_count < max_access_count)
+		RETURNING *
+	), sess AS (
+		INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
+		SELECT $2::uuid, id, $3, $4 FROM upd
+	), e AS (
+		SELECT $5::uuid AS id, true AS verified, upd.id AS link_id, upd.owner_id, upd.access_count FROM upd
+		UNION ALL
+		SELECT $6::uuid, false, upd.id, upd.owner_id, upd.access_count FROM upd WHERE upd.status = 'exhausted'
+	), ev AS (
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, CASE WHEN e.verified THEN $7 ELSE $8 END, %s FROM e
+	)
+	SELECT %s FROM upd`,
+	fmt.Sprintf(eventSQL,
+		`CASE WHEN e.verified THEN '`+events.LinkVerified+`' ELSE '`+events.LinkExhausted+`' END`,
+		`CASE WHEN e.verified THEN '{"access_count":' || e.access_count || ',"session_id":"' || $2::uuid || '"}'
+			ELSE '{"access_count":' || e.access_count || '}' END`,
+		`CASE WHEN e.verified THEN $9::text ELSE '{"type":"system"}' END`),
+	linkColumns)
+
+// AccessOpen counts one access to the open link whose token hashes to
+// tokenHash and opens sess on it (sess.LinkID is filled in). Anything else
+// (no such link, not an open link, not active, used up) is LinkNotFound:
+// the caller then takes the full path, which tells these apart.
+func (s *Store) AccessOpen(ctx context.Context, tokenHash []byte, sess *link.Session, actor events.Actor) (link.Link, error) {
+	actorJSON, err := json.Marshal(actor)
+	if err != nil {
+		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
+	}
+	verifiedID, exhaustedID := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
+	l, err := scanLink(s.pool.QueryRow(ctx, accessOpenSQL, tokenHash, sess.ID, sess.TokenHash, sess.ExpiresAt,
+		verifiedID, exhaustedID, events.SubjectPrefix+events.LinkVerified, events.SubjectPrefix+events.LinkExhausted,
+		string(actorJSON)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Link{}, apperr.LinkNotFound()
+	}
+	if err != nil {
+		return link.Link{}, fmt.Errorf("count open access: %w", err)
+	}
+	sess.LinkID = l.ID
+	s.wake()
+	return l, nil
 }
 
 // aroundCount splits an event's JSON around its data's access_count (which

@@ -33,7 +33,7 @@ func (s *Store) RecordAudit(ctx context.Context, evs []events.Event) error {
 		}
 	}
 	_, err := s.pool.Exec(ctx, `INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
-		SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::jsonb[])
+		SELECT * FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[], $4::text[], $5::timestamptz[], $6::jsonb[], $7::jsonb[])
 		ON CONFLICT (id) DO NOTHING`, ids, owners, links, types, at, actors, data)
 	if err != nil {
 		return fmt.Errorf("record audit events: %w", err)

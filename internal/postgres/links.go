@@ -145,7 +145,7 @@ func (s *Store) RevokeLinks(ctx context.Context, owner link.Owner, ids []string,
 	}
 	var found []string
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id::text, status FROM links WHERE owner_id = $1 AND id = ANY($2::uuid[]) FOR UPDATE`, owner.ID, valid)
+		rows, err := tx.Query(ctx, `SELECT id::text, status FROM links WHERE owner_id = $1 AND id = ANY($2::text[]::uuid[]) FOR UPDATE`, owner.ID, valid)
 		if err != nil {
 			return fmt.Errorf("lock links: %w", err)
 		}
@@ -168,10 +168,10 @@ func (s *Store) RevokeLinks(ctx context.Context, owner link.Owner, ids []string,
 			return nil
 		}
 		if _, err := tx.Exec(ctx, `UPDATE links SET status = 'revoked', revoked_at = now(), updated_at = now(),
-			ended_at = coalesce(ended_at, now()) WHERE id = ANY($1::uuid[])`, changed); err != nil {
+			ended_at = coalesce(ended_at, now()) WHERE id = ANY($1::text[]::uuid[])`, changed); err != nil {
 			return fmt.Errorf("revoke links: %w", err)
 		}
-		if _, err := tx.Exec(ctx, `DELETE FROM access_sessions WHERE link_id = ANY($1::uuid[])`, changed); err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM access_sessions WHERE link_id = ANY($1::text[]::uuid[])`, changed); err != nil {
 			return fmt.Errorf("end sessions: %w", err)
 		}
 		evs := make([]events.Event, 0, len(changed))
@@ -197,7 +197,7 @@ func (s *Store) LinkByTokenHash(ctx context.Context, hash []byte) (link.Link, er
 
 // OwnedLinks returns those of ids that belong to the owner.
 func (s *Store) OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]link.Link, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+linkColumns+` FROM links WHERE owner_id = $1 AND id = ANY($2::uuid[])`, ownerID, ids)
+	rows, err := s.pool.Query(ctx, `SELECT `+linkColumns+` FROM links WHERE owner_id = $1 AND id = ANY($2::text[]::uuid[])`, ownerID, ids)
 	if err != nil {
 		return nil, fmt.Errorf("owned links: %w", err)
 	}

@@ -11,12 +11,19 @@ import (
 // eventSQL builds an event envelope in SQL for set-wise writes; it must
 // match events.Event (the schema tests check what is published). Plain
 // concatenation rather than json_build_object: every value is a uuid, a
-// timestamp or a fixed word, so nothing needs escaping, and it is several
-// times cheaper per row when a million links expire at once.
+// timestamp, a fixed word or JSON marshalled by Go, so nothing needs
+// escaping, and it is several times cheaper per row when a million links
+// expire at once. The arguments are SQL for the type, the data and the
+// actor; systemEvent fills in the system actor.
 const eventSQL = `convert_to('{"id":"' || e.id || '","type":"' || %[1]s || '","version":1,"occurred_at":"' ||
 	to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
 	'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
-	'","actor":{"type":"system"},"data":' || %[2]s || '}', 'UTF8')`
+	'","actor":' || %[3]s || ',"data":' || %[2]s || '}', 'UTF8')`
+
+// systemEvent is eventSQL for an event the service itself causes.
+func systemEvent(typ, data string) string {
+	return fmt.Sprintf(eventSQL, "'"+typ+"'", data, `'{"type":"system"}'`)
+}
 
 // ExpireDue marks up to batch active links past their expiry as expired,
 // with one link.expired event each, in one statement. Rows are claimed with
@@ -39,7 +46,7 @@ func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $2, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkExpired+"'", "'{}'"))
+		SELECT e.id, $2, %s FROM e`, systemEvent(events.LinkExpired, "'{}'"))
 	tag, err := s.pool.Exec(ctx, q, batch, events.SubjectPrefix+events.LinkExpired)
 	if err != nil {
 		return 0, fmt.Errorf("expire links: %w", err)
@@ -85,7 +92,7 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM gone
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.LinkPurged+"'", "'{}'"))
+		SELECT e.id, $3, %s FROM e`, systemEvent(events.LinkPurged, "'{}'"))
 	tag, err := s.pool.Exec(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged)
 	if err != nil {
 		return 0, fmt.Errorf("purge links: %w", err)
@@ -131,7 +138,7 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $4, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.NotificationRequested+"'",
+		SELECT e.id, $4, %s FROM e`, systemEvent(events.NotificationRequested,
 		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`))
 	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested)
 	if err != nil {
@@ -160,7 +167,7 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
 		)
 		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $3, %s FROM e`, fmt.Sprintf(eventSQL, "'"+events.OTPRequested+"'",
+		SELECT e.id, $3, %s FROM e`, systemEvent(events.OTPRequested,
 		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`))
 	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested)
 	if err != nil {

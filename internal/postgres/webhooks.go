@@ -130,7 +130,7 @@ func (s *Store) EnqueueDeliveries(ctx context.Context, evs []events.Event, paylo
 	}
 	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
 		SELECT sharelinks_uuid_v7(), w.id, e.id, e.type, e.payload
-		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::bytea[]) AS e (id, owner_id, type, payload)
+		FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::bytea[]) AS e (id, owner_id, type, payload)
 		JOIN webhooks w ON w.owner_id = e.owner_id AND w.deleted_at IS NULL AND e.type = ANY (w.events)
 		ON CONFLICT (webhook_id, event_id) DO NOTHING`, ids, owners, types, payloads)
 	if err != nil {
