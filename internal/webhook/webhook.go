@@ -24,7 +24,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"sync"
 	"syscall"
 	"time"
 
@@ -61,7 +60,7 @@ func Sign(secretKey []byte, t time.Time, body []byte) string {
 type Store interface {
 	CreateWebhook(ctx context.Context, w postgres.Webhook) (postgres.Webhook, error)
 	ListWebhooks(ctx context.Context, ownerID string) ([]postgres.Webhook, error)
-	OwnersWithWebhooks(ctx context.Context) ([]string, error)
+	OwnersWithWebhooks(ctx context.Context, owners []string) (map[string]bool, error)
 	DeleteWebhook(ctx context.Context, ownerID, id string) error
 	ListDeliveries(ctx context.Context, ownerID, webhookID string, limit int) ([]postgres.Delivery, error)
 	EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error)
@@ -236,7 +235,6 @@ type Dispatcher struct {
 	log     *slog.Logger
 	metrics *Metrics
 	wake    chan struct{}
-	subs    *subscribers
 }
 
 // NewDispatcher builds a dispatcher.
@@ -249,17 +247,34 @@ func NewDispatcher(store Store, keys *secret.Keys, g Guard, cfg DispatcherConfig
 	cfg.Batch = cmp.Or(cfg.Batch, 50)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
 	return &Dispatcher{store: store, keys: keys, client: g.Client(cfg.Timeout), cfg: cfg, log: log, metrics: m,
-		wake: make(chan struct{}, 1), subs: &subscribers{store: store}}
+		wake: make(chan struct{}, 1)}
 }
 
 // Handle is the consumer's batch handler: it records a delivery per event
-// and subscribed webhook, for the whole batch in one statement, and wakes
-// the dispatcher. Events of owners known to have no webhook cost no query.
+// and subscribed webhook and wakes the dispatcher. A batch costs one small
+// query (which of its owners have webhooks at all) and, only when some do,
+// one insert: a million links expiring at once must not mean a million
+// lookups, nor a million payloads sent to Postgres for nothing. The batch
+// was committed before it was consumed, so the query sees every webhook
+// that existed when its events occurred.
 func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
+	owners := map[string]bool{}
+	for _, e := range evs {
+		if Subscribable[e.Type] {
+			owners[e.OwnerID] = true
+		}
+	}
+	if len(owners) == 0 {
+		return nil
+	}
+	have, err := d.store.OwnersWithWebhooks(ctx, slices.Collect(maps.Keys(owners)))
+	if err != nil || len(have) == 0 {
+		return err
+	}
 	var todo []events.Event
 	var payloads [][]byte
 	for _, e := range evs {
-		if !Subscribable[e.Type] || !d.subs.mayHave(ctx, e) {
+		if !Subscribable[e.Type] || !have[e.OwnerID] {
 			continue
 		}
 		payload, err := json.Marshal(e)
@@ -395,43 +410,4 @@ func (d *Dispatcher) outcome(ctx context.Context, dl postgres.Delivery, result s
 	if result != "delivered" {
 		d.log.Info("webhook delivery not accepted", "delivery_id", dl.ID, "attempts", dl.Attempts, "status", status, "err", msg)
 	}
-}
-
-// subscribers remembers which owners have webhooks, so the consumer can
-// ack the events of everybody else without a query each: a million links
-// expiring at once must not mean a million lookups. A snapshot taken at
-// time T answers for events that occurred before T (a webhook created
-// later must not get earlier events anyway); newer events go to the
-// database, and the snapshot is refreshed at most every refreshEvery.
-type subscribers struct {
-	store  Store
-	mu     sync.Mutex
-	owners map[string]bool
-	asOf   time.Time
-}
-
-const (
-	refreshEvery = time.Second
-	clockSkew    = time.Second // between the event's process and ours
-)
-
-func (s *subscribers) mayHave(ctx context.Context, e events.Event) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if time.Since(s.asOf) > refreshEvery {
-		asOf := time.Now()
-		owners, err := s.store.OwnersWithWebhooks(ctx)
-		if err != nil {
-			return true // cannot tell: let the database decide
-		}
-		s.owners = make(map[string]bool, len(owners))
-		for _, o := range owners {
-			s.owners[o] = true
-		}
-		s.asOf = asOf
-	}
-	if e.OccurredAt.Before(s.asOf.Add(-clockSkew)) {
-		return s.owners[e.OwnerID]
-	}
-	return true
 }
