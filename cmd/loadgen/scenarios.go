@@ -290,11 +290,11 @@ func (b *bench) accessRows(where string, v, o, bare, full, one measured) {
 	} {
 		rs, rv := ratio(x.m.res.rate(), bare.res.rate())
 		fs, _ := ratio(x.m.res.rate(), full.res.rate())
-		os, _ := ratio(x.m.res.rate(), one.res.rate())
+		ones, _ := ratio(x.m.res.rate(), one.res.rate())
 		r := row{Scenario: "2 verify", What: fmt.Sprintf("%s, %s, c=16", x.what, where),
 			Rate: perSec(x.m.res.rate(), "req/s"), Ceiling: ceilingCell("(b) bare UPDATE", bare.res, "/s"), Ratio: rs,
 			Target: "≥ 0.50 × (b)", Result: passFail(rv >= 0.50),
-			Note: joinNotes(fmt.Sprintf("%s × (b) one statement, %s × (b) three-statement tx", os, fs), errNote(x.m.res), x.m.cost)}
+			Note: joinNotes(fmt.Sprintf("%s × (b) one statement, %s × (b) three-statement tx", ones, fs), errNote(x.m.res), x.m.cost)}
 		latRow(&r, x.m.res)
 		b.rep.add(r)
 	}
