@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -253,44 +254,110 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 	return len(ok), last, nil
 }
 
-// publish sends a batch asynchronously and returns the ids acked.
+// message is one event to publish, from batch row `row`.
+type message struct {
+	row     int
+	id      string
+	subject string
+	data    []byte
+}
+
+// publishWave bounds the publishes awaiting acks (nats.go stalls past
+// 4000 by default).
+const publishWave = 1000
+
+// expand turns claimed rows into messages. A row holds one event (a JSON
+// object, published with the row's id) or, written by a sweep, a JSON
+// array of events of the row's subject, each published on its own with
+// its own id. need[i] is row i's message count, or -1 when it cannot be
+// read (it stays in the outbox, and the error is returned).
+func expand(batch []outboxRow) (msgs []message, need []int, err error) {
+	need = make([]int, len(batch))
+	for i, o := range batch {
+		if len(o.payload) == 0 || o.payload[0] != '[' {
+			msgs = append(msgs, message{row: i, id: o.id, subject: o.subject, data: o.payload})
+			need[i] = 1
+			continue
+		}
+		var elems []json.RawMessage
+		if uerr := json.Unmarshal(o.payload, &elems); uerr != nil {
+			need[i], err = -1, fmt.Errorf("outbox row %s: %w", o.id, uerr)
+			continue
+		}
+		start := len(msgs)
+		for _, el := range elems {
+			var head struct {
+				ID string `json:"id"`
+			}
+			if uerr := json.Unmarshal(el, &head); uerr != nil || head.ID == "" {
+				err = fmt.Errorf("outbox row %s: event without id (%v)", o.id, uerr)
+				msgs = msgs[:start]
+				need[i] = -1
+				break
+			}
+			msgs = append(msgs, message{row: i, id: head.ID, subject: o.subject, data: el})
+			need[i]++
+		}
+	}
+	return msgs, need, err
+}
+
+// publish sends a batch's messages asynchronously, in waves, and returns
+// the ids of the rows whose every message was acked.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error) {
-	futures := make([]jetstream.PubAckFuture, 0, len(batch))
+	msgs, need, firstErr := expand(batch)
+	acked := make([]int, len(batch))
+	for start := 0; start < len(msgs) && firstErr == nil; start += publishWave {
+		firstErr = r.publishWave(ctx, batch, msgs[start:min(start+publishWave, len(msgs))], acked)
+	}
+	ok := make([]string, 0, len(batch))
+	for i, o := range batch {
+		if need[i] > 0 && acked[i] == need[i] {
+			ok = append(ok, o.id)
+		}
+	}
+	return ok, firstErr
+}
+
+// publishWave publishes msgs and waits for their acks, counting them per
+// row in acked.
+func (r *Relay) publishWave(ctx context.Context, batch []outboxRow, msgs []message, acked []int) error {
+	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	var firstErr error
-	for _, o := range batch {
-		msg := &nats.Msg{Subject: o.subject, Data: o.payload, Header: nats.Header{}}
-		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(o.id))
+	for _, m := range msgs {
+		msg := &nats.Msg{Subject: m.subject, Data: m.data, Header: nats.Header{}}
+		f, err := r.js.PublishMsgAsync(msg, jetstream.WithMsgID(m.id))
 		if err != nil {
-			firstErr = fmt.Errorf("publish %s: %w", o.subject, err)
+			firstErr = fmt.Errorf("publish %s: %w", m.subject, err)
 			break
 		}
 		futures = append(futures, f)
 	}
 	timeout := time.NewTimer(r.AckTimeout)
 	defer timeout.Stop()
-	ok := make([]string, 0, len(futures))
 	for i, f := range futures {
+		m := msgs[i]
 		select {
 		case <-f.Ok():
-			ok = append(ok, batch[i].id)
+			acked[m.row]++
 			r.metrics.Published.WithLabelValues("ok").Inc()
-			r.metrics.Lag.Observe(time.Since(batch[i].createdAt).Seconds())
+			r.metrics.Lag.Observe(time.Since(batch[m.row].createdAt).Seconds())
 		case err := <-f.Err():
 			r.metrics.Published.WithLabelValues("error").Inc()
 			if firstErr == nil {
-				firstErr = fmt.Errorf("publish ack %s: %w", batch[i].subject, err)
+				firstErr = fmt.Errorf("publish ack %s: %w", m.subject, err)
 			}
 		case <-timeout.C:
 			r.metrics.Published.WithLabelValues("error").Add(float64(len(futures) - i))
 			if firstErr == nil {
 				firstErr = errors.New("timed out waiting for publish acks")
 			}
-			return ok, firstErr
+			return firstErr
 		case <-ctx.Done():
-			return ok, ctx.Err()
+			return ctx.Err()
 		}
 	}
-	return ok, firstErr
+	return firstErr
 }
 
 // updatePending samples the backlog for the gauge at most every 10 s,

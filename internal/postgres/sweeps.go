@@ -8,27 +8,41 @@ import (
 	"github.com/sharelinks/sharelinks/internal/events"
 )
 
-// eventSQL builds an event envelope in SQL for set-wise writes; it must
+// eventText builds an event envelope in SQL for set-wise writes; it must
 // match events.Event (the schema tests check what is published). Plain
 // concatenation rather than json_build_object: every value is a uuid, a
 // timestamp, a fixed word or JSON marshalled by Go, so nothing needs
 // escaping, and it is several times cheaper per row when a million links
 // expire at once. The arguments are SQL for the type, the data and the
-// actor; systemEvent fills in the system actor.
-const eventSQL = `convert_to('{"id":"' || e.id || '","type":"' || %[1]s || '","version":1,"occurred_at":"' ||
+// actor; eventSQL is one outbox payload, systemEvents many.
+const eventText = `'{"id":"' || e.id || '","type":"' || %[1]s || '","version":1,"occurred_at":"' ||
 	to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
 	'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
-	'","actor":' || %[3]s || ',"data":' || %[2]s || '}', 'UTF8')`
+	'","actor":' || %[3]s || ',"data":' || %[2]s || '}'`
+
+// eventSQL is eventText as an outbox payload.
+const eventSQL = `convert_to(` + eventText + `, 'UTF8')`
 
 // systemEvent is eventSQL for an event the service itself causes.
 func systemEvent(typ, data string) string {
 	return fmt.Sprintf(eventSQL, "'"+typ+"'", data, `'{"type":"system"}'`)
 }
 
+// systemEvents aggregates the system events of every row of e into one
+// outbox payload, a JSON array that the relay publishes as one message per
+// element. A sweep of thousands of links then writes, locks and deletes
+// one outbox row instead of thousands: most of the database's work per
+// expired link when a million expire at once.
+func systemEvents(typ, data string) string {
+	return `convert_to('[' || string_agg(` + fmt.Sprintf(eventText, "'"+typ+"'", data, `'{"type":"system"}'`) +
+		`, ',' ORDER BY e.id) || ']', 'UTF8')`
+}
+
 // ExpireDue marks up to batch active links past their expiry as expired,
-// with one link.expired event each, in one statement. Rows are claimed with
-// SKIP LOCKED, so concurrent reapers take disjoint batches and a link is
-// expired (and its event written) exactly once.
+// with one link.expired event each (all in one outbox row), in one
+// statement. Rows are claimed with SKIP LOCKED, so concurrent reapers take
+// disjoint batches and a link is expired (and its event written) exactly
+// once.
 func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 	q := fmt.Sprintf(`
 		WITH expired AS (
@@ -44,14 +58,15 @@ func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 			RETURNING id AS link_id, owner_id
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
+		), ev AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT sharelinks_uuid_v7(), $2, %s FROM e HAVING count(*) > 0
 		)
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $2, %s FROM e`, systemEvent(events.LinkExpired, "'{}'"))
-	tag, err := s.pool.Exec(ctx, q, batch, events.SubjectPrefix+events.LinkExpired)
-	if err != nil {
+		SELECT count(*) FROM expired`, systemEvents(events.LinkExpired, "'{}'"))
+	var n int
+	if err := s.pool.QueryRow(ctx, q, batch, events.SubjectPrefix+events.LinkExpired).Scan(&n); err != nil {
 		return 0, fmt.Errorf("expire links: %w", err)
 	}
-	n := int(tag.RowsAffected())
 	if n > 0 {
 		s.wake()
 	}
@@ -80,7 +95,7 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, erro
 }
 
 // PurgeEnded deletes links that ended more than retention ago, with their
-// rows (cascade), writing link.purged for each.
+// rows (cascade), writing link.purged for each (all in one outbox row).
 func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error) {
 	q := fmt.Sprintf(`
 		WITH gone AS (
@@ -90,14 +105,15 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 			RETURNING id AS link_id, owner_id
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM gone
+		), ev AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT sharelinks_uuid_v7(), $3, %s FROM e HAVING count(*) > 0
 		)
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $3, %s FROM e`, systemEvent(events.LinkPurged, "'{}'"))
-	tag, err := s.pool.Exec(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged)
-	if err != nil {
+		SELECT count(*) FROM gone`, systemEvents(events.LinkPurged, "'{}'"))
+	var n int
+	if err := s.pool.QueryRow(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged).Scan(&n); err != nil {
 		return 0, fmt.Errorf("purge links: %w", err)
 	}
-	n := int(tag.RowsAffected())
 	if n > 0 {
 		s.wake()
 	}
@@ -105,7 +121,8 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 }
 
 // StaleOutbox counts rows unpublished for longer than age: the relay will
-// take them, and the count is the repair metric.
+// take them, and the count is the repair metric (a row may hold a sweep's
+// many events).
 func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error) {
 	var n int
 	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox

@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/reaper"
 	"github.com/sharelinks/sharelinks/internal/testkit"
@@ -54,6 +57,13 @@ func seedLinks(t *testing.T, b bundle, n int, expiresIn time.Duration) {
 	}
 }
 
+// outboxEvents lists every event waiting in the outbox, one row per event
+// (subject, event): a row holds one event or, written by a sweep, a JSON
+// array of them.
+const outboxEvents = `(SELECT o.subject, ev FROM outbox o, jsonb_array_elements(
+	CASE WHEN jsonb_typeof(convert_from(o.payload, 'UTF8')::jsonb) = 'array' THEN convert_from(o.payload, 'UTF8')::jsonb
+	ELSE jsonb_build_array(convert_from(o.payload, 'UTF8')::jsonb) END) ev) x`
+
 func count(t *testing.T, b bundle, q string, args ...any) int {
 	t.Helper()
 	var n int
@@ -80,8 +90,24 @@ func TestExpiresDueLinksWithOneEventEach(t *testing.T) {
 	if n := count(t, b, `SELECT count(*) FROM links WHERE status = 'active'`); n != 5 {
 		t.Fatalf("%d active links left, want 5", n)
 	}
-	if n := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.link.expired'`); n != 30 {
+	if n := count(t, b, `SELECT count(*) FROM `+outboxEvents+` WHERE subject = 'sharelinks.events.link.expired'`); n != 30 {
 		t.Fatalf("%d expired events, want 30", n)
+	}
+	if n := count(t, b, `SELECT count(DISTINCT ev->>'link_id') FROM `+outboxEvents); n != 30 {
+		t.Fatalf("expired events name %d links, want 30", n)
+	}
+	rows, err := b.pool.Query(ctx, `SELECT ev::text FROM `+outboxEvents)
+	if err != nil {
+		t.Fatal(err)
+	}
+	evs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range evs {
+		if err := schemas.ValidateEvent([]byte(ev)); err != nil {
+			t.Fatalf("expired event fails its schema: %v\n%s", err, ev)
+		}
 	}
 	testkit.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(m.Expired) == 30 },
 		"expired metric reaches 30 (now %v)", testutil.ToFloat64(m.Expired))
@@ -125,11 +151,11 @@ func TestTwoReapersRaceWithoutDoubleExpiry(t *testing.T) {
 	if totals[0] == 0 || totals[1] == 0 {
 		t.Logf("one reaper did all the work (%v): allowed, but the race was not exercised", totals)
 	}
-	if got := count(t, b, `SELECT count(*) FROM outbox`); got != n {
+	if got := count(t, b, `SELECT count(*) FROM `+outboxEvents); got != n {
 		t.Fatalf("%d events, want %d", got, n)
 	}
 	// One event per link: as many distinct links as events.
-	if got := count(t, b, `SELECT count(DISTINCT convert_from(payload,'UTF8')::json->>'link_id') FROM outbox`); got != n {
+	if got := count(t, b, `SELECT count(DISTINCT ev->>'link_id') FROM `+outboxEvents); got != n {
 		t.Fatalf("events cover %d links, want %d", got, n)
 	}
 }
@@ -150,7 +176,7 @@ func TestPurgeAfterRetention(t *testing.T) {
 	if n := count(t, b, `SELECT count(*) FROM links`); n != 6 {
 		t.Fatalf("%d links left, want 6", n)
 	}
-	if n := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.link.purged'`); n != 4 {
+	if n := count(t, b, `SELECT count(*) FROM `+outboxEvents+` WHERE subject = 'sharelinks.events.link.purged'`); n != 4 {
 		t.Fatalf("%d purged events, want 4", n)
 	}
 	keep := reaper.New(b.store, reaper.Config{Retention: 0}, quiet, reaper.NewMetrics(prometheus.NewRegistry()))
@@ -209,5 +235,91 @@ func TestRepairsReemitLostNotificationEvents(t *testing.T) {
 	r.RunOnce(ctx)
 	if got := count(t, b, `SELECT count(*) FROM outbox WHERE subject = 'sharelinks.events.notification.requested'`); got != 1 {
 		t.Fatalf("re-emitted twice: %d", got)
+	}
+}
+
+// A sweep writes its events as one outbox row; the relay must publish each
+// event as its own message, with its own id, and a row published twice
+// (acked, then its delete lost) must not duplicate any.
+func TestRelayPublishesEachSweptEventOnce(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	const n = 2500
+	seedLinks(t, b, n, -time.Second)
+	for {
+		got, err := b.store.ExpireDue(ctx, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got == 0 {
+			break
+		}
+	}
+	if rows := count(t, b, `SELECT count(*) FROM outbox`); rows != 3 {
+		t.Fatalf("%d outbox rows for 3 sweeps", rows)
+	}
+	// Keep a copy of one row to publish again after the relay deleted it.
+	if _, err := b.pool.Exec(ctx, `CREATE TABLE outbox_copy AS SELECT * FROM outbox ORDER BY id LIMIT 1`); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := testkit.NATS(t)
+	nc, err := events.Connect(url, "test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	relay := events.NewRelay(b.pool, js, quiet, events.NewRelayMetrics(prometheus.NewRegistry()))
+	relay.Batch = 2 // two rows, then one: a claim that ends mid-outbox
+	if published, err := relay.Flush(ctx, ""); err != nil || published != 3 {
+		t.Fatalf("flush: %d rows, %v", published, err)
+	}
+	if _, err := b.pool.Exec(ctx, `INSERT INTO outbox SELECT * FROM outbox_copy`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := relay.Flush(ctx, ""); err != nil {
+		t.Fatal(err)
+	}
+	if left := count(t, b, `SELECT count(*) FROM outbox`); left != 0 {
+		t.Fatalf("%d outbox rows left", left)
+	}
+	stream, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != n {
+		t.Fatalf("%d messages in the stream, want %d", info.State.Msgs, n)
+	}
+	links, ids := map[string]bool{}, map[string]bool{}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := schemas.ValidateEvent(msg.Data); err != nil {
+			t.Fatalf("message %d fails its schema: %v\n%s", seq, err, msg.Data)
+		}
+		e, err := events.Parse(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Subject != events.SubjectPrefix+events.LinkExpired || msg.Header.Get(jetstream.MsgIDHeader) != e.ID {
+			t.Fatalf("message %d: subject %s, msg id %q, event id %s", seq, msg.Subject, msg.Header.Get(jetstream.MsgIDHeader), e.ID)
+		}
+		links[e.LinkID], ids[e.ID] = true, true
+	}
+	if len(links) != n || len(ids) != n {
+		t.Fatalf("%d links and %d event ids in %d messages", len(links), len(ids), n)
 	}
 }
