@@ -11,6 +11,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -71,6 +72,32 @@ const expireCeilingSQL = `
 		'owner_id', e.owner_id, 'link_id', e.link_id,
 		'actor', json_build_object('type', 'system'), 'data', json_build_object())::text, 'UTF8')
 	FROM e`
+
+// expireBatchCeilingSQL is (d) in the form the service uses: the same
+// expiry, with one outbox row per batch holding the batch's events as a
+// JSON array (postgres.Store.ExpireDue), built by concatenation as there.
+const expireBatchCeilingSQL = `
+	WITH expired AS (
+		UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
+		WHERE l.id = ANY(ARRAY(
+			SELECT id FROM links
+			WHERE status = 'active' AND expires_at <= $3
+			ORDER BY expires_at
+			LIMIT $1
+			FOR UPDATE SKIP LOCKED))
+		RETURNING l.id AS link_id, l.owner_id
+	), e AS (
+		SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
+	), ev AS (
+		INSERT INTO bench_outbox (id, subject, payload)
+		SELECT sharelinks_uuid_v7(), $2, convert_to('[' || string_agg('{"id":"' || e.id ||
+			'","type":"link.expired","version":1,"occurred_at":"' ||
+			to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
+			'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
+			'","actor":{"type":"system"},"data":{}}', ',' ORDER BY e.id) || ']', 'UTF8')
+		FROM e HAVING count(*) > 0
+	)
+	SELECT count(*) FROM expired`
 
 // verifyOneStatementSQL is everything a successful verify commits (the
 // access count, the session, the link.verified event built in SQL) as one
@@ -186,17 +213,24 @@ func (b *bench) ceilingVerifyOne(ctx context.Context, conc int, dur time.Duratio
 	})
 }
 
-// ceilingExpire is (d): the reaper's batched SKIP LOCKED expiry with one
-// outbox row per link, in batches of 5000, until limit rows are done or
-// none is left before cut.
-func (b *bench) ceilingExpire(ctx context.Context, cut time.Time, limit int) (rows int, took time.Duration, err error) {
+// ceilingExpire is (d): the reaper's batched SKIP LOCKED expiry, in
+// batches of 5000, until limit rows are done or none is left before cut;
+// with one outbox row per link (the brief's form), or per batch (the
+// service's, (d')).
+func (b *bench) ceilingExpire(ctx context.Context, cut time.Time, limit int, perBatch bool) (rows int, took time.Duration, err error) {
 	start := time.Now()
 	for ctx.Err() == nil && rows < limit {
-		tag, err := b.ceilPool.Exec(ctx, expireCeilingSQL, 5000, events.SubjectPrefix+events.LinkExpired, cut)
+		var n int
+		if perBatch {
+			err = b.ceilPool.QueryRow(ctx, expireBatchCeilingSQL, 5000, events.SubjectPrefix+events.LinkExpired, cut).Scan(&n)
+		} else {
+			var tag pgconn.CommandTag
+			tag, err = b.ceilPool.Exec(ctx, expireCeilingSQL, 5000, events.SubjectPrefix+events.LinkExpired, cut)
+			n = int(tag.RowsAffected())
+		}
 		if err != nil {
 			return rows, time.Since(start), fmt.Errorf("expire ceiling: %w", err)
 		}
-		n := int(tag.RowsAffected())
 		rows += n
 		if n < 5000 {
 			break
