@@ -46,6 +46,7 @@ type serveConfig struct {
 	ShutdownTimeout     time.Duration
 	WebhookAllowPrivate bool
 	HashConcurrency     int
+	KeyCacheTTL         time.Duration
 	BrandName           string
 	BrandLogo           string
 	BrandAccent         string
@@ -64,6 +65,8 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	set.Duration(&c.KeyCacheTTL, "API_KEY_CACHE_TTL", time.Minute,
+		"how long an API key lookup is remembered (0 disables; revocations are seen at once either way, via LISTEN)")
 	set.Int(&c.HashConcurrency, "PASSWORD_HASH_CONCURRENCY", max(1, runtime.NumCPU()/2),
 		"Argon2id hashes at once (each holds 19 MiB): bounds memory under password load")
 	set.String(&c.BrandName, "BRAND_NAME", "sharelinks", "name shown on recipient pages")
@@ -121,8 +124,12 @@ func serve(ctx context.Context, args []string) error {
 	}
 	// Owner requests find their API key in memory; revocations reach every
 	// process through Postgres NOTIFY (see postgres.CachedKeys).
-	keyed := postgres.WithKeyCache(store, log)
-	svc := link.NewService(keyed, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
+	var linkStore link.Store = store
+	keyed := postgres.WithKeyCache(store, log, c.KeyCacheTTL)
+	if c.KeyCacheTTL > 0 {
+		linkStore = keyed
+	}
+	svc := link.NewService(linkStore, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
 		PublicBaseURL: c.PublicBaseURL,
 		Policy:        link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion},
 		SessionTTL:    c.SessionTTL,
@@ -157,7 +164,9 @@ func serve(ctx context.Context, args []string) error {
 	defer stopRelay()
 	g := new(errgroup.Group)
 	g.Go(func() error { return relay.Run(relayCtx) })
-	g.Go(func() error { return keyed.Run(relayCtx) })
+	if c.KeyCacheTTL > 0 {
+		g.Go(func() error { return keyed.Run(relayCtx) })
+	}
 	g.Go(func() error {
 		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
 			return err

@@ -37,10 +37,10 @@ type cachedOwner struct {
 	until time.Time
 }
 
-// WithKeyCache wraps store; call Run to listen for revocations (until it
-// does, lookups go to Postgres).
-func WithKeyCache(store *Store, log *slog.Logger) *CachedKeys {
-	return &CachedKeys{Store: store, log: log, ttl: time.Minute, max: 10_000, entries: map[string]cachedOwner{}}
+// WithKeyCache wraps store, remembering each key for ttl; call Run to
+// listen for revocations (until it does, lookups go to Postgres).
+func WithKeyCache(store *Store, log *slog.Logger, ttl time.Duration) *CachedKeys {
+	return &CachedKeys{Store: store, log: log, ttl: ttl, max: 10_000, entries: map[string]cachedOwner{}}
 }
 
 // OwnerByKeyHash answers from memory when it can. Unknown and revoked keys

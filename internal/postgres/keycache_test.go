@@ -40,7 +40,7 @@ func TestKeyCacheForgetsRevokedKeysEverywhere(t *testing.T) {
 	_, bPrefix := newKey(t, store, "acme")
 	c, cPrefix := newKey(t, store, "other")
 
-	cache := postgres.WithKeyCache(store, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	cache := postgres.WithKeyCache(store, slog.New(slog.NewTextHandler(io.Discard, nil)), time.Minute)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = cache.Run(ctx) }()
 	defer func() { cancel(); <-done }()
