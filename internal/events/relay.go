@@ -305,10 +305,16 @@ func expand(batch []outboxRow) (msgs []message, need []int, err error) {
 // publish sends a batch's messages asynchronously, in waves, and returns
 // the ids of the rows whose every message was acked.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error) {
-	msgs, need, firstErr := expand(batch)
+	// An unreadable row stays behind (and is reported) without holding up
+	// the rest of the batch.
+	msgs, need, badErr := expand(batch)
 	acked := make([]int, len(batch))
+	var firstErr error
 	for start := 0; start < len(msgs) && firstErr == nil; start += publishWave {
 		firstErr = r.publishWave(ctx, batch, msgs[start:min(start+publishWave, len(msgs))], acked)
+	}
+	if firstErr == nil {
+		firstErr = badErr
 	}
 	ok := make([]string, 0, len(batch))
 	for i, o := range batch {

@@ -238,6 +238,26 @@ func TestRepairsReemitLostNotificationEvents(t *testing.T) {
 	}
 }
 
+// newRelay starts a JetStream server with the event streams and a relay
+// over b's outbox.
+func newRelay(t *testing.T, b bundle) (jetstream.JetStream, *events.Relay) {
+	t.Helper()
+	url, _ := testkit.NATS(t)
+	nc, err := events.Connect(url, "test", quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := events.EnsureStreams(context.Background(), js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return js, events.NewRelay(b.pool, js, quiet, events.NewRelayMetrics(prometheus.NewRegistry()))
+}
+
 // A sweep writes its events as one outbox row; the relay must publish each
 // event as its own message, with its own id, and a row published twice
 // (acked, then its delete lost) must not duplicate any.
@@ -263,20 +283,7 @@ func TestRelayPublishesEachSweptEventOnce(t *testing.T) {
 	if _, err := b.pool.Exec(ctx, `CREATE TABLE outbox_copy AS SELECT * FROM outbox ORDER BY id LIMIT 1`); err != nil {
 		t.Fatal(err)
 	}
-	url, _ := testkit.NATS(t)
-	nc, err := events.Connect(url, "test", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	relay := events.NewRelay(b.pool, js, quiet, events.NewRelayMetrics(prometheus.NewRegistry()))
+	js, relay := newRelay(t, b)
 	relay.Batch = 2 // two rows, then one: a claim that ends mid-outbox
 	if published, err := relay.Flush(ctx, ""); err != nil || published != 3 {
 		t.Fatalf("flush: %d rows, %v", published, err)
@@ -321,5 +328,35 @@ func TestRelayPublishesEachSweptEventOnce(t *testing.T) {
 	}
 	if len(links) != n || len(ids) != n {
 		t.Fatalf("%d links and %d event ids in %d messages", len(links), len(ids), n)
+	}
+}
+
+// An outbox row the relay cannot read stays behind and is reported; it
+// does not hold up the rows claimed with it.
+func TestRelaySkipsAnUnreadableRow(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx := context.Background()
+	seedLinks(t, b, 10, -time.Second)
+	if _, err := b.pool.Exec(ctx, `INSERT INTO outbox (id, subject, payload)
+		VALUES (sharelinks_uuid_v7(), 'sharelinks.events.link.expired', convert_to('[{"type":"link.expired"}]', 'UTF8'))`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.store.ExpireDue(ctx, 100); err != nil {
+		t.Fatal(err)
+	}
+	js, relay := newRelay(t, b)
+	if published, err := relay.Flush(ctx, ""); err == nil || published != 1 {
+		t.Fatalf("flush: %d rows published, err %v; want the sweep's row and an error for the other", published, err)
+	}
+	if left := count(t, b, `SELECT count(*) FROM outbox`); left != 1 {
+		t.Fatalf("%d outbox rows left, want the unreadable one", left)
+	}
+	stream, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 10 {
+		t.Fatalf("stream: %+v %v, want the 10 expired events", info, err)
 	}
 }
