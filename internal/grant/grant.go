@@ -12,7 +12,6 @@ import (
 
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
-	"github.com/google/uuid"
 )
 
 // Claims are the grant's claims beyond the registered ones.
@@ -76,8 +75,7 @@ type Issued struct {
 }
 
 // Sign issues a grant for one target of one link.
-func (s *Signer) Sign(now time.Time, targetID, linkID, linkType string) (Issued, error) {
-	id := uuid.NewString()
+func (s *Signer) Sign(now time.Time, id, targetID, linkID, linkType string) (Issued, error) {
 	exp := now.Add(s.lifetime)
 	std := jwt.Claims{
 		Issuer:   s.issuer,

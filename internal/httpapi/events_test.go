@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -75,17 +77,51 @@ func TestEveryPublishedEventMatchesItsSchema(t *testing.T) {
 	st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{ls[1].ID}, "recipients": []string{"bo@example.com"}})
 	st.Do(t, "DELETE", "/v1/links/"+ls[1].ID, key, nil)
 	// An open link's verify writes its events in SQL (one statement).
-	open := create(t, st, key, spec(func(s map[string]any) { s["max_access_count"] = 1 }))[0]
-	if r, _ := verify(t, st, open, map[string]any{}); r.Status != 200 {
+	// So does opening a target with a session; target ids are the owner's
+	// strings and must come out escaped.
+	const odd = `a"b\c`
+	open := create(t, st, key, spec(func(s map[string]any) {
+		s["max_access_count"] = 1
+		s["targets"] = []any{
+			map[string]any{"id": odd, "type": "file", "url": "https://storage.example.com/odd"},
+			map[string]any{"id": "plain", "type": "file", "url": "https://storage.example.com/plain"},
+		}
+	}))[0]
+	r, openAccess := verify(t, st, open, map[string]any{})
+	if r.Status != 200 {
 		t.Fatalf("open verify: %d %s", r.Status, r.Body)
 	}
 	if r, _ := verify(t, st, open, map[string]any{}); r.Status != 404 {
 		t.Fatalf("verify of a used-up open link: %d", r.Status)
 	}
+	if r := st.Do(t, "GET", open.path()+"/open", openAccess, nil); r.Status != 400 || r.ErrorCode() != "target_required" {
+		t.Fatalf("open without a target of a two-target link: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "GET", open.path()+"/open?target=nope", openAccess, nil); r.Status != 404 {
+		t.Fatalf("open of a missing target: %d %s", r.Status, r.Body)
+	}
+	or := st.Do(t, "GET", open.path()+"/open?target="+url.QueryEscape(odd), openAccess, nil)
+	if or.Status != 302 {
+		t.Fatalf("open of %q: %d %s", odd, or.Status, or.Body)
+	}
+	loc, err := url.Parse(or.Header.Get("Location"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only the grant's id is needed here (its signature is checked in
+	// TestPasswordLinkVerifyOpenGrantVerifiesAgainstJWKS).
+	grantTok, err := jwt.ParseSigned(loc.Query().Get("grant"), []jose.SignatureAlgorithm{jose.EdDSA})
+	if err != nil {
+		t.Fatalf("grant: %v", err)
+	}
+	var claims jwt.Claims
+	if err := grantTok.UnsafeClaimsWithoutVerification(&claims); err != nil {
+		t.Fatal(err)
+	}
 
 	want := map[string]int{
 		events.LinkCreated: 3, events.NotificationRequested: 2, events.LinkVerifyFailed: 1,
-		events.LinkVerified: 2, events.LinkExhausted: 2, events.LinkOpened: 1, events.LinkRevoked: 1,
+		events.LinkVerified: 2, events.LinkExhausted: 2, events.LinkOpened: 2, events.LinkRevoked: 1,
 	}
 	ids := map[string]bool{ls[0].ID: true, ls[1].ID: true, open.ID: true}
 	var got map[string]int
@@ -111,6 +147,14 @@ func TestEveryPublishedEventMatchesItsSchema(t *testing.T) {
 			}
 			if e.Actor.Type != "recipient" || e.Actor.IP == "" || e.Actor.UserAgent == "" {
 				t.Errorf("open link's link.verified actor %+v", e.Actor)
+			}
+		case events.LinkOpened:
+			var d events.OpenedData
+			if err := json.Unmarshal(e.Data, &d); err != nil || d.TargetID != odd || d.GrantID != claims.ID {
+				t.Errorf("link.opened data %s (%v), want target %q and grant %s", e.Data, err, odd, claims.ID)
+			}
+			if e.Actor.Type != "recipient" || e.Actor.IP == "" {
+				t.Errorf("link.opened actor %+v", e.Actor)
 			}
 		case events.LinkExhausted:
 			if string(e.Data) != `{"access_count":1}` || e.Actor.Type != "system" {

@@ -19,6 +19,7 @@ import (
 // Store is what the service needs from persistence.
 type Store interface {
 	OwnerByKeyHash(ctx context.Context, hash []byte) (Owner, error)
+	OpenWithSession(ctx context.Context, tokenHash, sessionHash []byte, targetID, grantID string, actor events.Actor) (Link, error)
 	AccessOpen(ctx context.Context, tokenHash []byte, sess *Session, actor events.Actor) (Link, error)
 	InsertLinks(ctx context.Context, links []Link, notes []Notification, evs []events.Event) error
 	GetLink(ctx context.Context, ownerID, id string) (Link, error)
@@ -535,8 +536,8 @@ func pickTarget(l Link, targetID string) (Target, error) {
 	return Target{}, apperr.New(apperr.NotFound, "target_not_found", "no such target in this link")
 }
 
-func (s *Service) issue(l Link, t Target) (Opened, error) {
-	g, err := s.signer.Sign(s.now(), t.ID, l.ID, l.LinkType)
+func (s *Service) issue(l Link, t Target, grantID string) (Opened, error) {
+	g, err := s.signer.Sign(s.now(), grantID, t.ID, l.ID, l.LinkType)
 	if err != nil {
 		return Opened{}, err
 	}
@@ -554,25 +555,32 @@ func (s *Service) issue(l Link, t Target) (Opened, error) {
 	return o, nil
 }
 
-// Open issues a grant for a target to a verified recipient.
+// Open issues a grant for one target of the link the session belongs to.
+// The session check and the link.opened event are one statement (one
+// round trip); the grant is signed after it, in memory, with the id the
+// event already carries.
 func (s *Service) Open(ctx context.Context, token, accessToken, targetID string, actor events.Actor) (Opened, error) {
-	l, err := s.SessionLink(ctx, token, accessToken)
+	grantID := uuid.NewString()
+	var l Link
+	var err error = apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
+	if accessToken != "" && len(accessToken) <= 100 && len(token) <= 100 {
+		l, err = s.store.OpenWithSession(ctx, s.keys.LookupHash(token), s.keys.LookupHash(accessToken), targetID, grantID, actor)
+	}
+	if apperr.CodeOf(err) == apperr.Unauthorized {
+		// No such session: say 404 rather than 401 when the link itself is gone.
+		if _, rerr := s.Resolve(ctx, token); rerr != nil {
+			return Opened{}, rerr
+		}
+	}
 	if err != nil {
 		return Opened{}, err
 	}
+	// The statement wrote link.opened exactly when this finds the target.
 	t, err := pickTarget(l, targetID)
 	if err != nil {
 		return Opened{}, err
 	}
-	o, err := s.issue(l, t)
-	if err != nil {
-		return Opened{}, err
-	}
-	ev := events.Must(events.LinkOpened, l.OwnerID, l.ID, actor, events.OpenedData{TargetID: t.ID, GrantID: o.Grant.ID})
-	if err := s.store.InsertEvents(ctx, ev); err != nil {
-		return Opened{}, err
-	}
-	return o, nil
+	return s.issue(l, t, grantID)
 }
 
 // OpenDirect opens an open (unauthenticated) link without a session,
@@ -589,7 +597,7 @@ func (s *Service) OpenDirect(ctx context.Context, token, targetID string, actor 
 	if err != nil {
 		return Opened{}, err
 	}
-	o, err := s.issue(l, t)
+	o, err := s.issue(l, t, uuid.NewString())
 	if err != nil {
 		return Opened{}, err
 	}

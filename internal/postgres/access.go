@@ -226,6 +226,53 @@ func aroundCount(e events.Event) (pre, post string, err error) {
 	return string(raw[:i+len(marker)-1]), string(raw[i+len(marker):]), nil
 }
 
+// openSQL is what opening a target with a session commits, in one
+// statement: the link and the session are checked, and link.opened is
+// written when the target is the link's (the one named, or its only one).
+// The link is returned either way, so the caller can say which target
+// was missing.
+var openSQL = fmt.Sprintf(`
+	WITH l AS (
+		SELECT * FROM links
+		WHERE token_hash = $1 AND status IN ('active', 'exhausted') AND expires_at > now()
+		AND EXISTS (SELECT 1 FROM access_sessions s
+			WHERE s.link_id = links.id AND s.token_hash = $2 AND s.expires_at > now())
+	), e AS (
+		SELECT $4::uuid AS id, l.id AS link_id, l.owner_id, t->>'id' AS target_id
+		FROM l, jsonb_array_elements(l.targets) t
+		WHERE CASE WHEN $3 = '' THEN jsonb_array_length(l.targets) = 1 ELSE t->>'id' = $3 END
+		LIMIT 1
+	), ev AS (
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, $5, %s FROM e
+	)
+	SELECT %s FROM l`,
+	fmt.Sprintf(eventSQL, `'`+events.LinkOpened+`'`,
+		// Target ids are the owner's strings: to_json escapes them.
+		`'{"target_id":' || to_json(e.target_id)::text || ',"grant_id":"' || $6::uuid || '"}'`, `$7::text`),
+	linkColumns)
+
+// OpenWithSession returns the link the session belongs to while both are
+// valid (an exhausted link still serves the sessions that used up its
+// count) and records link.opened for targetID ("" = the only target) with
+// grantID, when the link has that target.
+func (s *Store) OpenWithSession(ctx context.Context, tokenHash, sessionHash []byte, targetID, grantID string, actor events.Actor) (link.Link, error) {
+	actorJSON, err := json.Marshal(actor)
+	if err != nil {
+		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
+	}
+	l, err := scanLink(s.pool.QueryRow(ctx, openSQL, tokenHash, sessionHash, targetID, uuid.Must(uuid.NewV7()).String(),
+		events.SubjectPrefix+events.LinkOpened, grantID, string(actorJSON)))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.Link{}, apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
+	}
+	if err != nil {
+		return link.Link{}, fmt.Errorf("open with session: %w", err)
+	}
+	s.wake()
+	return l, nil
+}
+
 // SessionLink returns the link a session belongs to while both are valid.
 // An exhausted link still serves the sessions that used up its count; a
 // revoked or expired one serves nobody.
