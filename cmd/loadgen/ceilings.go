@@ -94,7 +94,7 @@ const expireBatchCeilingSQL = `
 			'","type":"link.expired","version":1,"occurred_at":"' ||
 			to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
 			'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
-			'","actor":{"type":"system"},"data":{}}', ',' ORDER BY e.id) || ']', 'UTF8')
+			'","actor":{"type":"system"},"data":{}}', E',\n' ORDER BY e.id) || ']', 'UTF8')
 		FROM e HAVING count(*) > 0
 	)
 	SELECT count(*) FROM expired`

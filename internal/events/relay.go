@@ -1,6 +1,7 @@
 package events
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -279,6 +280,13 @@ func expand(batch []outboxRow) (msgs []message, need []int, err error) {
 			need[i] = 1
 			continue
 		}
+		if elems, ids, ok := SplitSweep(o.payload); ok {
+			for k, el := range elems {
+				msgs = append(msgs, message{row: i, id: ids[k], subject: o.subject, data: el})
+			}
+			need[i] = len(elems)
+			continue
+		}
 		var elems []json.RawMessage
 		if uerr := json.Unmarshal(o.payload, &elems); uerr != nil {
 			need[i], err = -1, fmt.Errorf("outbox row %s: %w", o.id, uerr)
@@ -302,6 +310,33 @@ func expand(batch []outboxRow) (msgs []message, need []int, err error) {
 	return msgs, need, err
 }
 
+// SplitSweep reads a sweep's outbox payload in the framing the sweeps
+// write, "[" + events joined by ",\n" + "]", each event starting with its
+// id ({"id":"<uuid>",...), without a JSON parser: for a million expired
+// links, encoding/json was a third of the relay's CPU. ok is false for
+// anything else, which expand then reads with encoding/json.
+func SplitSweep(payload []byte) (elems [][]byte, ids []string, ok bool) {
+	n := len(payload)
+	if n < 2 || payload[0] != '[' || payload[n-1] != ']' {
+		return nil, nil, false
+	}
+	const head = `{"id":"`
+	for _, el := range bytes.Split(payload[1:n-1], []byte(",\n")) {
+		// One event per element: an element holding a second event (a
+		// payload framed otherwise) goes to the JSON parser.
+		if len(el) < len(head)+38 || !bytes.HasPrefix(el, []byte(head)) || el[len(head)+36] != '"' ||
+			el[len(el)-1] != '}' || bytes.Contains(el, []byte(`},{"id":"`)) {
+			return nil, nil, false
+		}
+		id := string(el[len(head) : len(head)+36])
+		if uuid.Validate(id) != nil {
+			return nil, nil, false
+		}
+		elems, ids = append(elems, el), append(ids, id)
+	}
+	return elems, ids, true
+}
+
 // publish sends a batch's messages asynchronously, in waves, and returns
 // the ids of the rows whose every message was acked.
 func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error) {
@@ -318,7 +353,7 @@ func (r *Relay) publish(ctx context.Context, batch []outboxRow) ([]string, error
 	}
 	ok := make([]string, 0, len(batch))
 	for i, o := range batch {
-		if need[i] > 0 && acked[i] == need[i] {
+		if need[i] >= 0 && acked[i] == need[i] { // an empty array is done too
 			ok = append(ok, o.id)
 		}
 	}

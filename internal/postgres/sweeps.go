@@ -32,10 +32,12 @@ func systemEvent(typ, data string) string {
 // outbox payload, a JSON array that the relay publishes as one message per
 // element. A sweep of thousands of links then writes, locks and deletes
 // one outbox row instead of thousands: most of the database's work per
-// expired link when a million expire at once.
+// expired link when a million expire at once. Elements are separated by
+// ",\n" (events.SplitSweep reads that framing without a JSON parser; an
+// event's text never holds a raw newline).
 func systemEvents(typ, data string) string {
 	return `convert_to('[' || string_agg(` + fmt.Sprintf(eventText, "'"+typ+"'", data, `'{"type":"system"}'`) +
-		`, ',' ORDER BY e.id) || ']', 'UTF8')`
+		`, E',\n' ORDER BY e.id) || ']', 'UTF8')`
 }
 
 // ExpireDue marks up to batch active links past their expiry as expired,
