@@ -65,10 +65,13 @@ func IsTemporary(err error) bool {
 	return true
 }
 
-// temporaryStatus classifies an HTTP status from the API.
+// temporaryStatus classifies an HTTP status from the API. 401 and 403 are
+// the account's credentials or permissions, not the message: every send
+// fails until an operator fixes them, so they retry with backoff (as SMTP
+// AUTH failures do) instead of failing each code for good.
 func temporaryStatus(status int) bool {
 	switch {
-	case status == 429 || status >= 500:
+	case status == 429 || status >= 500 || status == 401 || status == 403:
 		return true
 	case status >= 400:
 		return false

@@ -143,8 +143,8 @@ func TestTwilioRealValidation(t *testing.T) {
 
 	bad := newTwilio(t, srv, func(c *sms.TwilioConfig) { c.AuthToken = "wrongtoken" })
 	_, err = bad.Send(context.Background(), testTo, "hello")
-	if !errors.As(err, &rest) || rest.Status != http.StatusUnauthorized || rest.Code != 20003 {
-		t.Errorf("bad token: err = %v, want 401/20003", err)
+	if !errors.As(err, &rest) || rest.Status != http.StatusUnauthorized || rest.Code != 20003 || !sms.IsTemporary(err) {
+		t.Errorf("bad token: err = %v, want 401/20003, retried", err)
 	}
 	if strings.Contains(fmt.Sprint(err), "wrongtoken") {
 		t.Errorf("error leaks the token: %v", err)
@@ -387,6 +387,9 @@ func TestIsTemporary(t *testing.T) {
 		{fmt.Errorf("w: %w", &client.TwilioRestError{Status: 502}), true},
 		{&client.TwilioRestError{Status: 400, Code: 21211}, false},
 		{&client.TwilioRestError{Status: 400, Code: 21610}, false},
+		{&client.TwilioRestError{Status: 401, Code: 20003}, true},
+		{&client.TwilioRestError{Status: 403, Code: 20005}, true},
+		{&client.TwilioRestError{Status: 404, Code: 20404}, false},
 		{io.EOF, true},
 		{context.DeadlineExceeded, true},
 		{errors.New("unknown"), true},
