@@ -425,6 +425,9 @@ func (s *Service) newSession(linkID string) (string, *Session) {
 	}
 }
 
+// CodeLifetime is how long a one-time code works after it is requested.
+func (s *Service) CodeLifetime() time.Duration { return s.cfg.OTP.TTL }
+
 // OTPSent is the answer to a code request.
 type OTPSent struct {
 	SentTo      string

@@ -333,6 +333,9 @@ func TestBrowserEmailCodeFlowOnPhone(t *testing.T) {
 	if h := b.text("h1"); h != "Enter your code" {
 		b.fail("after asking for a code: %q", h)
 	}
+	if p := b.text("main"); !strings.Contains(p, "The code works once, for 10 minutes.") {
+		b.fail("the code's lifetime is not said: %q", p)
+	}
 	// The resend button waits for the server's throttle, counting down.
 	if dis := eval[bool](b, `document.querySelector('.resend button').disabled`); !dis {
 		b.fail("resend button enabled during the wait")

@@ -125,7 +125,8 @@ func (p *Pages) codePage(w http.ResponseWriter, r *http.Request) error {
 		redirect(w, r, base)
 		return nil
 	}
-	v := &view{Base: base, Destination: l.Destination(), ByText: l.AuthType == link.AuthSMSOTP}
+	v := &view{Base: base, Destination: l.Destination(), ByText: l.AuthType == link.AuthSMSOTP,
+		CodeLife: waitWords(p.svc.CodeLifetime())}
 	v.fill(l, now)
 	v.DocTitle = "Enter your code"
 	q := r.URL.Query()

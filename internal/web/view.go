@@ -36,6 +36,7 @@ type view struct {
 
 	Error     string // the form's problem, shown next to the field
 	Notice    string // good news, e.g. "we sent a code"
+	CodeLife  string // how long a code works, in words
 	CodeWait  int    // seconds before another code may be asked for
 	WaitWords string // the same, in words
 
