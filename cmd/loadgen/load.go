@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -47,6 +48,48 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	i := int(q*float64(len(sorted))+0.999999) - 1
 	i = min(max(i, 0), len(sorted)-1)
 	return sorted[i]
+}
+
+// runEach runs op once for each index in [0, n), conc at a time (next
+// hands out the indexes), and measures it like runClosed.
+func runEach(ctx context.Context, conc, n int, op func(ctx context.Context, i int) error, next *atomic.Int64) result {
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		all      []time.Duration
+		failed   atomic.Int64
+		firstErr error
+	)
+	start := time.Now()
+	for range conc {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var lat []time.Duration
+			for ctx.Err() == nil {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					break
+				}
+				t0 := time.Now()
+				if err := op(ctx, i); err != nil {
+					failed.Add(1)
+					mu.Lock()
+					firstErr = cmp.Or(firstErr, err)
+					mu.Unlock()
+					continue
+				}
+				lat = append(lat, time.Since(t0))
+			}
+			mu.Lock()
+			all = append(all, lat...)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	r := result{ok: len(all), failed: int(failed.Load()), elapsed: time.Since(start), lat: all, firstErr: firstErr}
+	slices.Sort(r.lat)
+	return r
 }
 
 // runClosed runs op from conc workers back to back for dur and measures

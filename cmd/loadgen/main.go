@@ -120,10 +120,13 @@ type bench struct {
 	mem      map[string]*memPeak
 	cpuNotes []row
 
-	argon     result  // (e), measured once
-	hot       hotLink // one open link for the hot-path runs
-	seedRate  float64 // rows/s of the million-link COPY
-	jsCeiling result  // (c), when measured
+	argon    result  // (e), measured once
+	hot      hotLink // one open link for the hot-path runs
+	seedRate float64 // rows/s of the million-link COPY
+	// bareAcross is the bare access-count UPDATE across the million links,
+	// kept for verify-by-code (measured in the otp scenario).
+	bareAcross result
+	jsCeiling  result // (c), when measured
 
 	nc *nats.Conn
 	js jetstream.JetStream

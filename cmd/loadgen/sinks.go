@@ -131,6 +131,17 @@ type twilioSink struct {
 	token string
 	srv   *http.Server
 	got   *arrivals
+
+	mu    sync.Mutex
+	codes map[string]string // the last code sent to each number
+}
+
+// code is the last code sent to a number.
+func (t *twilioSink) code(to string) (string, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c, ok := t.codes[to]
+	return c, ok
 }
 
 func startTwilioSink() (*twilioSink, error) {
@@ -138,7 +149,7 @@ func startTwilioSink() (*twilioSink, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &twilioSink{addr: ln.Addr().String(), sid: "AC" + randHex(16), token: randHex(16), got: newArrivals()}
+	t := &twilioSink{addr: ln.Addr().String(), sid: "AC" + randHex(16), token: randHex(16), got: newArrivals(), codes: map[string]string{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /2010-04-01/Accounts/{sid}/Messages.json", t.create)
 	t.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
@@ -168,6 +179,12 @@ func (t *twilioSink) create(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	t.got.record(to, time.Now())
+	// The notifier's code SMS ends with "#123456" (origin-bound format).
+	if i := strings.LastIndexByte(body, '#'); i >= 0 && len(body)-i == 7 {
+		t.mu.Lock()
+		t.codes[to] = body[i+1:]
+		t.mu.Unlock()
+	}
 	sid := "SM" + randHex(16)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(http.StatusCreated)
