@@ -47,12 +47,9 @@ const serviceAccessSQL = `UPDATE links SET access_count = access_count + 1,
 		AND (max_access_count IS NULL OR access_count < max_access_count)
 	RETURNING access_count, status`
 
-// expireCeilingSQL is the reaper's expiry with one outbox row per link,
-// in the form that makes Postgres look each claimed row up by primary key
-// (id = ANY(ARRAY(...))) whatever the table size, with a cut-off instead
-// of now() (so it can run on links not yet due) and bench_outbox instead
-// of outbox.
-const expireCeilingSQL = `
+// expireClaimSQL is the expiry both (d) forms share: the claimed links
+// marked expired (e: one new event id per link).
+const expireClaimSQL = `
 	WITH expired AS (
 		UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
 		WHERE l.id = ANY(ARRAY(
@@ -64,7 +61,14 @@ const expireCeilingSQL = `
 		RETURNING l.id AS link_id, l.owner_id
 	), e AS (
 		SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
-	)
+	)`
+
+// expireCeilingSQL is the reaper's expiry with one outbox row per link,
+// in the form that makes Postgres look each claimed row up by primary key
+// (id = ANY(ARRAY(...))) whatever the table size, with a cut-off instead
+// of now() (so it can run on links not yet due) and bench_outbox instead
+// of outbox.
+const expireCeilingSQL = expireClaimSQL + `
 	INSERT INTO bench_outbox (id, subject, payload)
 	SELECT e.id, $2, convert_to(json_build_object(
 		'id', e.id, 'type', 'link.expired', 'version', 1,
@@ -76,19 +80,7 @@ const expireCeilingSQL = `
 // expireBatchCeilingSQL is (d) in the form the service uses: the same
 // expiry, with one outbox row per batch holding the batch's events as a
 // JSON array (postgres.Store.ExpireDue), built by concatenation as there.
-const expireBatchCeilingSQL = `
-	WITH expired AS (
-		UPDATE links l SET status = 'expired', ended_at = now(), updated_at = now()
-		WHERE l.id = ANY(ARRAY(
-			SELECT id FROM links
-			WHERE status = 'active' AND expires_at <= $3
-			ORDER BY expires_at
-			LIMIT $1
-			FOR UPDATE SKIP LOCKED))
-		RETURNING l.id AS link_id, l.owner_id
-	), e AS (
-		SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
-	), ev AS (
+const expireBatchCeilingSQL = expireClaimSQL + `, ev AS (
 		INSERT INTO bench_outbox (id, subject, payload)
 		SELECT sharelinks_uuid_v7(), $2, convert_to('[' || string_agg('{"id":"' || e.id ||
 			'","type":"link.expired","version":1,"occurred_at":"' ||

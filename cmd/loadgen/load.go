@@ -50,52 +50,35 @@ func quantile(sorted []time.Duration, q float64) time.Duration {
 	return sorted[i]
 }
 
-// runEach runs op once for each index in [0, n), conc at a time (next
-// hands out the indexes), and measures it like runClosed.
-func runEach(ctx context.Context, conc, n int, op func(ctx context.Context, i int) error, next *atomic.Int64) result {
-	var (
-		wg       sync.WaitGroup
-		mu       sync.Mutex
-		all      []time.Duration
-		failed   atomic.Int64
-		firstErr error
-	)
-	start := time.Now()
-	for range conc {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			var lat []time.Duration
-			for ctx.Err() == nil {
-				i := int(next.Add(1)) - 1
-				if i >= n {
-					break
-				}
-				t0 := time.Now()
-				if err := op(ctx, i); err != nil {
-					failed.Add(1)
-					mu.Lock()
-					firstErr = cmp.Or(firstErr, err)
-					mu.Unlock()
-					continue
-				}
-				lat = append(lat, time.Since(t0))
-			}
-			mu.Lock()
-			all = append(all, lat...)
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	r := result{ok: len(all), failed: int(failed.Load()), elapsed: time.Since(start), lat: all, firstErr: firstErr}
-	slices.Sort(r.lat)
-	return r
+// runEach runs op once for each index in [0, n), conc at a time, and
+// measures it like runClosed.
+func runEach(ctx context.Context, conc, n int, op func(ctx context.Context, i int) error) result {
+	var next atomic.Int64
+	return runWorkers(ctx, conc, func(ctx context.Context, _ int) (bool, error) {
+		i := int(next.Add(1)) - 1
+		if i >= n {
+			return false, nil
+		}
+		return true, op(ctx, i)
+	})
 }
 
 // runClosed runs op from conc workers back to back for dur and measures
 // each call. Workers start together; the run ends when the last in-flight
 // call returns after dur.
 func runClosed(ctx context.Context, conc int, dur time.Duration, op func(ctx context.Context, worker int) error) result {
+	stop := time.Now().Add(dur)
+	return runWorkers(ctx, conc, func(ctx context.Context, w int) (bool, error) {
+		if time.Now().After(stop) {
+			return false, nil
+		}
+		return true, op(ctx, w)
+	})
+}
+
+// runWorkers runs conc workers that call step until it reports no more
+// work (or ctx ends), timing each step that did work.
+func runWorkers(ctx context.Context, conc int, step func(ctx context.Context, worker int) (bool, error)) result {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -104,7 +87,6 @@ func runClosed(ctx context.Context, conc int, dur time.Duration, op func(ctx con
 		firstErr error
 	)
 	start := time.Now()
-	stop := start.Add(dur)
 	for w := range conc {
 		wg.Add(1)
 		go func() {
@@ -112,10 +94,10 @@ func runClosed(ctx context.Context, conc int, dur time.Duration, op func(ctx con
 			lat := make([]time.Duration, 0, 4096)
 			for ctx.Err() == nil {
 				t0 := time.Now()
-				if t0.After(stop) {
+				more, err := step(ctx, w)
+				if !more {
 					break
 				}
-				err := op(ctx, w)
 				d := time.Since(t0)
 				if err != nil {
 					if ctx.Err() != nil {
@@ -123,9 +105,7 @@ func runClosed(ctx context.Context, conc int, dur time.Duration, op func(ctx con
 					}
 					failed.Add(1)
 					mu.Lock()
-					if firstErr == nil {
-						firstErr = err
-					}
+					firstErr = cmp.Or(firstErr, err)
 					mu.Unlock()
 					continue
 				}

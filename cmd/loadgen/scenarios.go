@@ -12,7 +12,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/sharelinks/sharelinks/internal/link"
@@ -546,12 +545,11 @@ func (b *bench) verifyByCode(ctx context.Context, toks, nums []string) {
 			todo = append(todo, pair{toks[i], c})
 		}
 	}
-	var next atomic.Int64
 	res, cost := b.costed(ctx, func() result {
 		return runEach(ctx, 16, len(todo), func(ctx context.Context, i int) error {
 			body := []byte(`{"code":"` + todo[i].code + `"}`)
 			return b.http.do(ctx, http.MethodPost, "/s/"+todo[i].token+"/verify", body, "", 200, nil)
-		}, &next)
+		})
 	})
 	r := row{Scenario: "2 verify", What: fmt.Sprintf("POST /s/{t}/verify with the SMS code, each of %s OTP links once, c=16", thousands(int64(len(todo)))),
 		Rate: perSec(res.rate(), "req/s"), Note: joinNotes(errNote(res), cost)}
