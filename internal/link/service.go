@@ -34,7 +34,6 @@ type Store interface {
 	FailVerify(ctx context.Context, l Link, reason string, actor events.Actor, limit int, lockFor time.Duration) error
 	Access(ctx context.Context, r AccessRequest) (AccessResult, error)
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
-	InsertEvents(ctx context.Context, evs ...events.Event) error
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
 	LatestChallenge(ctx context.Context, linkID string) (Challenge, error)
 	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)

@@ -77,18 +77,5 @@ func insertEvents(ctx context.Context, tx pgx.Tx, evs ...events.Event) error {
 	return nil
 }
 
-// InsertEvents writes events alone (for state changes that are only events,
-// such as a grant issued).
-func (s *Store) InsertEvents(ctx context.Context, evs ...events.Event) error {
-	b := &pgx.Batch{}
-	if err := queueEvents(b, evs); err != nil {
-		return err
-	}
-	if err := s.sendBatch(ctx, b); err != nil {
-		return fmt.Errorf("insert outbox rows: %w", err)
-	}
-	return nil
-}
-
 // newID returns a time-ordered id.
 func newID() string { return uuid.Must(uuid.NewV7()).String() }
