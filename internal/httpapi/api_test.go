@@ -531,3 +531,23 @@ func TestUnknownExpiredExhaustedRevokedAreIdentical(t *testing.T) {
 		t.Fatalf("status %s", got.Status)
 	}
 }
+
+// A code verify reads the link and its newest challenge together; before
+// any code was requested there is none, and an unknown link stays 404.
+func TestCodeVerifyBeforeAnyCodeWasRequested(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	l := create(t, st, key, spec(func(s map[string]any) {
+		s["authenticators"] = []any{map[string]any{"auth_type": "sms_otp", "auth_context": "+14155550123"}}
+	}))[0]
+	if r, _ := verify(t, st, l, map[string]string{"code": "123456"}); r.Status != 401 || r.ErrorCode() != "no_code" {
+		t.Fatalf("code before any request: %d %s", r.Status, r.Body)
+	}
+	if r, _ := verify(t, st, l, map[string]string{"code": "12x456"}); r.Status != 400 || r.ErrorCode() != "invalid_code_format" {
+		t.Fatalf("malformed code: %d %s", r.Status, r.Body)
+	}
+	gone := linkResp{URL: l.URL[:strings.LastIndex(l.URL, "/")+1] + "slt_nosuchtoken"}
+	if r, _ := verify(t, st, gone, map[string]string{"code": "123456"}); r.Status != 404 {
+		t.Fatalf("code for an unknown link: %d %s", r.Status, r.Body)
+	}
+}

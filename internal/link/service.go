@@ -35,7 +35,7 @@ type Store interface {
 	Access(ctx context.Context, r AccessRequest) (AccessResult, error)
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
-	LatestChallenge(ctx context.Context, linkID string) (Challenge, error)
+	LinkAndChallenge(ctx context.Context, tokenHash []byte) (Link, *Challenge, error)
 	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
@@ -334,7 +334,21 @@ func (s *Service) Resolve(ctx context.Context, token string) (Link, error) {
 	if token == "" || len(token) > 100 {
 		return Link{}, apperr.LinkNotFound()
 	}
-	l, err := s.store.LinkByTokenHash(ctx, s.keys.LookupHash(token))
+	return s.live(s.store.LinkByTokenHash(ctx, s.keys.LookupHash(token)))
+}
+
+// resolveWithChallenge is Resolve with the link's newest code challenge.
+func (s *Service) resolveWithChallenge(ctx context.Context, token string) (Link, *Challenge, error) {
+	if token == "" || len(token) > 100 {
+		return Link{}, nil, apperr.LinkNotFound()
+	}
+	l, ch, err := s.store.LinkAndChallenge(ctx, s.keys.LookupHash(token))
+	l, err = s.live(l, err)
+	return l, ch, err
+}
+
+// live passes on a found link only while it is active.
+func (s *Service) live(l Link, err error) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
@@ -376,7 +390,15 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 			return Access{}, err
 		}
 	}
-	l, err := s.Resolve(ctx, token)
+	var l Link
+	var ch *Challenge
+	var err error
+	if in.Code != "" {
+		// A code verify needs the link and its newest challenge: one query.
+		l, ch, err = s.resolveWithChallenge(ctx, token)
+	} else {
+		l, err = s.Resolve(ctx, token)
+	}
 	if err != nil {
 		return Access{}, err
 	}
@@ -404,7 +426,7 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 			return Access{}, apperr.New(apperr.Unauthorized, "invalid_password", "the password is wrong")
 		}
 	case AuthEmailOTP, AuthSMSOTP:
-		if challengeID, err = s.checkCode(ctx, l, in.Code, actor); err != nil {
+		if challengeID, err = s.checkCode(ctx, l, ch, in.Code, actor); err != nil {
 			return Access{}, err
 		}
 	}
@@ -459,7 +481,7 @@ func (s *Service) RequestOTP(ctx context.Context, token string, actor events.Act
 // checkCode verifies a one-time code against the link's newest challenge.
 // The attempt is charged before the comparison, which is constant-time on
 // keyed hashes bound to the challenge.
-func (s *Service) checkCode(ctx context.Context, l Link, code string, actor events.Actor) (string, error) {
+func (s *Service) checkCode(ctx context.Context, l Link, ch *Challenge, code string, actor events.Actor) (string, error) {
 	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
 	if code == "" {
 		return "", apperr.Field("code", "code_required", "enter the code we sent you")
@@ -467,9 +489,8 @@ func (s *Service) checkCode(ctx context.Context, l Link, code string, actor even
 	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
 		return "", apperr.Field("code", "invalid_code_format", "the code is 6 digits")
 	}
-	ch, err := s.store.LatestChallenge(ctx, l.ID)
-	if err != nil {
-		return "", err
+	if ch == nil {
+		return "", apperr.New(apperr.Unauthorized, "no_code", "request a code first")
 	}
 	switch {
 	case ch.Status == "locked":

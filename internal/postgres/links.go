@@ -20,12 +20,14 @@ const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status,
 	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
 	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at`
 
-func scanLink(row pgx.Row) (link.Link, error) {
+// scanLink reads linkColumns, then any extra columns into extra.
+func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
 	var l link.Link
 	var targets []byte
-	err := row.Scan(&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
+	dest := append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
 		&l.Recipient, &l.PasswordHash, &targets, &l.ExpiresAt, &l.MaxAccessCount,
-		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt)
+		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt}, extra...)
+	err := row.Scan(dest...)
 	if err != nil {
 		return l, err
 	}

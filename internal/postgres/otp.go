@@ -90,19 +90,33 @@ func channelOf(authType string) string {
 	return "email"
 }
 
-// LatestChallenge returns the newest challenge of a link.
-func (s *Store) LatestChallenge(ctx context.Context, linkID string) (link.Challenge, error) {
-	var c link.Challenge
-	err := s.pool.QueryRow(ctx, `SELECT id::text, link_id::text, channel, recipient, status, code_hash, wrong_codes, expires_at
-		FROM otp_challenges WHERE link_id = $1 ORDER BY created_at DESC LIMIT 1`, linkID).
-		Scan(&c.ID, &c.LinkID, &c.Channel, &c.Recipient, &c.Status, &c.CodeHash, &c.WrongCodes, &c.ExpiresAt)
+// LinkAndChallenge returns the link whose token hashes to tokenHash and
+// its newest code challenge (nil when none was requested), in one query:
+// a code verify needs both.
+func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Link, *link.Challenge, error) {
+	var (
+		id, linkID, channel, recipient, status *string
+		codeHash                               []byte
+		wrong                                  *int
+		expires                                *time.Time
+	)
+	l, err := scanLink(s.pool.QueryRow(ctx, `
+		WITH l AS (SELECT `+linkColumns+` FROM links WHERE token_hash = $1)
+		SELECT l.*, c.id::text, c.link_id::text, c.channel, c.recipient, c.status, c.code_hash, c.wrong_codes, c.expires_at
+		FROM l LEFT JOIN LATERAL (
+			SELECT * FROM otp_challenges WHERE otp_challenges.link_id = l.id::uuid ORDER BY created_at DESC LIMIT 1
+		) c ON true`, tokenHash), &id, &linkID, &channel, &recipient, &status, &codeHash, &wrong, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return c, apperr.New(apperr.Unauthorized, "no_code", "request a code first")
+		return link.Link{}, nil, apperr.LinkNotFound()
 	}
 	if err != nil {
-		return c, fmt.Errorf("latest challenge: %w", err)
+		return link.Link{}, nil, fmt.Errorf("resolve link with challenge: %w", err)
 	}
-	return c, nil
+	if id == nil {
+		return l, nil, nil
+	}
+	return l, &link.Challenge{ID: *id, LinkID: *linkID, Channel: *channel, Recipient: *recipient, Status: *status,
+		CodeHash: codeHash, WrongCodes: *wrong, ExpiresAt: *expires}, nil
 }
 
 // ChargeCodeAttempt counts a code attempt before it is checked and returns
