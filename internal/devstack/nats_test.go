@@ -10,23 +10,16 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-)
 
-func freeTestPort(t *testing.T) int {
-	t.Helper()
-	p, err := freePort()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
 
 func TestStartNATSKeepsStreamsAcrossRestart(t *testing.T) {
 	t.Parallel()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	port := freeTestPort(t)
+	port := testkit.FreePort(t)
 
 	url, stop, err := StartNATS(dir, WithNATSPort(port))
 	if err != nil {

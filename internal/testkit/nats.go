@@ -1,7 +1,9 @@
 package testkit
 
 import (
+	mrand "math/rand/v2"
 	"net"
+	"strconv"
 	"testing"
 	"time"
 
@@ -52,13 +54,23 @@ func NATSAt(tb testing.TB, storeDir string, port int) *server.Server {
 	return srv
 }
 
-// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.
+// FreePort returns a TCP port on 127.0.0.1 that was free a moment ago,
+// for a server a test starts (and may restart) on a fixed port. It is
+// picked below Linux's ephemeral range (32768 and up): a port the kernel
+// hands out for :0 can also become the source port of any outgoing
+// connection (a test's Postgres pool, say) between this check and the
+// server's bind, which made such tests fail now and then.
 func FreePort(tb testing.TB) int {
 	tb.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatalf("testkit: find a free port: %v", err)
+	for range 100 {
+		port := 20000 + mrand.IntN(12000)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue // taken: try another
+		}
+		_ = l.Close()
+		return port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	tb.Fatal("testkit: no free port in 20000-31999")
+	return 0
 }
