@@ -17,6 +17,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/password"
+	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/secret"
 )
 
@@ -36,13 +37,12 @@ const bareAccessSQL = `UPDATE links SET access_count = access_count + 1
 	AND (max_access_count IS NULL OR access_count < max_access_count)
 	RETURNING access_count`
 
+// accessSetSQL is what the service sets when it counts an access: its own
+// clause, so the ceilings cannot drift from it.
+const accessSetSQL = postgres.CountAccessSet
+
 // serviceAccessSQL is the UPDATE postgres.Store.Access runs.
-const serviceAccessSQL = `UPDATE links SET access_count = access_count + 1,
-	status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-		THEN 'exhausted' ELSE status END,
-	ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-		THEN now() ELSE ended_at END,
-	verify_attempts = 0, last_accessed_at = now(), updated_at = now()
+const serviceAccessSQL = `UPDATE links SET ` + accessSetSQL + `
 	WHERE id = $1 AND status = 'active' AND expires_at > now()
 		AND (max_access_count IS NULL OR access_count < max_access_count)
 	RETURNING access_count, status`
@@ -96,12 +96,7 @@ const expireBatchCeilingSQL = expireClaimSQL + `, ev AS (
 // statement: one round trip, and the row lock is held only while it runs.
 const verifyOneStatementSQL = `
 	WITH upd AS (
-		UPDATE links SET access_count = access_count + 1,
-			status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-				THEN 'exhausted' ELSE status END,
-			ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-				THEN now() ELSE ended_at END,
-			verify_attempts = 0, last_accessed_at = now(), updated_at = now()
+		UPDATE links SET ` + accessSetSQL + `
 		WHERE id = $1 AND status = 'active' AND expires_at > now()
 			AND (max_access_count IS NULL OR access_count < max_access_count)
 		RETURNING id, owner_id, access_count, status

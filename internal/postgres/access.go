@@ -67,9 +67,9 @@ func (s *Store) FailVerify(ctx context.Context, l link.Link, reason string, acto
 	})
 }
 
-// countAccessSet is what counting one access sets: the count, the
+// CountAccessSet is what counting one access sets: the count, the
 // exhaustion when it reaches the limit, and the reset of failed attempts.
-const countAccessSet = `access_count = access_count + 1,
+const CountAccessSet = `access_count = access_count + 1,
 	status = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
 		THEN 'exhausted' ELSE status END,
 	ended_at = CASE WHEN max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
@@ -122,7 +122,7 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 			WHERE $2::uuid IS NOT NULL AND id = $2::uuid AND status IN ('pending', 'sent') AND expires_at > now()
 			RETURNING id
 		), upd AS (
-			UPDATE links SET `+countAccessSet+`
+			UPDATE links SET `+CountAccessSet+`
 			WHERE id = $1 AND status = 'active' AND expires_at > now()
 				AND (max_access_count IS NULL OR access_count < max_access_count)
 				AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM ch))
@@ -161,7 +161,7 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 // in one round trip. Any other kind of link matches nothing.
 var accessOpenSQL = fmt.Sprintf(`
 	WITH upd AS (
-		UPDATE links SET `+countAccessSet+`
+		UPDATE links SET `+CountAccessSet+`
 		WHERE token_hash = $1 AND auth_type = 'none' AND status = 'active' AND expires_at > now()
 			AND (max_access_count IS NULL OR access_count < max_access_count)
 		RETURNING *
