@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string) error {
 	set.Int(&s.RetryAttempts, "NOTIFY_MAX_ATTEMPTS", 10, "send attempts before a notification fails")
 	set.Int(&s.Concurrency, "NOTIFY_CONCURRENCY", 8, "notifications sent at once by this process")
 	set.Int(&s.OTPConcurrency, "OTP_CONCURRENCY", 8, "codes sent at once by this process")
-	set.String(&s.Consumers, "CONSUMERS", "notifier,otp,webhooks", "which consumers this process runs (notifier, otp, webhooks)")
+	set.String(&s.Consumers, "CONSUMERS", "notifier,otp,records", "which consumers this process runs (notifier, otp, records)")
 	set.Bool(&s.WebhookPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook deliveries to loopback/private addresses")
 	if err := set.Parse(args); err != nil {
 		return err
@@ -139,6 +139,12 @@ func run(ctx context.Context, args []string) error {
 	return runConsumers(ctx, w, workers, hooks, s)
 }
 
+// retiredConsumers are durables earlier versions ran: "audit" (in the
+// reaper) and "webhooks", merged into "records" so that each event is
+// delivered and parsed once. records starts from the stream's first event
+// and both of its writes are idempotent, so nothing is lost or doubled.
+var retiredConsumers = []string{"audit", "webhooks"}
+
 func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Workers, hooks *webhook.Dispatcher, s settings) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Relay.Run(gctx) })
@@ -157,10 +163,14 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 	}
 	var running []events.Runner
 	for _, name := range splitList(s.Consumers) {
-		if name == "webhooks" {
-			// Every subscribable event passes through here, so they are
-			// recorded in batches: one statement per batch, not per event.
-			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "webhooks", Types: webhook.SubscribableTypes(), MaxDeliver: 20})
+		if name == "records" {
+			// Every event passes through here (audit trail and webhook
+			// fan-out), so they are handled in batches: one statement per
+			// batch, not per event.
+			if err := events.RetireConsumers(ctx, w.JS, retiredConsumers...); err != nil {
+				return fmt.Errorf("NATS_URL: %w", err)
+			}
+			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "records", MaxDeliver: 20})
 			if err != nil {
 				return fmt.Errorf("NATS_URL: %w", err)
 			}
@@ -172,7 +182,7 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 		}
 		c, ok := specs[name]
 		if !ok {
-			return fmt.Errorf("CONSUMERS: unknown consumer %q (notifier, otp, webhooks)", name)
+			return fmt.Errorf("CONSUMERS: unknown consumer %q (notifier, otp, records)", name)
 		}
 		cons, err := events.EnsureConsumer(ctx, w.JS, c.spec)
 		if err != nil {

@@ -1,6 +1,7 @@
 // Command reaper runs the time-driven work: it expires links, codes and
-// sessions, purges ended links after the retention, repairs stuck state,
-// and records the audit trail from the event stream. Run any number.
+// sessions, purges ended links after the retention and repairs stuck
+// state (the notifier's records consumer keeps the audit trail). Run any
+// number.
 package main
 
 import (
@@ -17,7 +18,6 @@ import (
 
 	"github.com/sharelinks/sharelinks/internal/bootstrap"
 	"github.com/sharelinks/sharelinks/internal/config"
-	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/reaper"
 )
@@ -52,20 +52,10 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer w.Close()
 	store := postgres.NewStore(w.Pool, w.Relay.Wake)
-	audit, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "audit", MaxDeliver: 20})
-	if err != nil {
-		return fmt.Errorf("NATS_URL: %w", err)
-	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Relay.Run(gctx) })
 	g.Go(func() error {
 		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
 	})
-	// One insert and one commit per batch: a burst of a million events
-	// (links expiring at once) must not cost a million commits.
-	wk := &events.BatchWorker{Name: "audit", Consumer: audit, JS: w.JS, Size: 500,
-		Handler: store.RecordAudit, Log: w.Log, Metrics: w.Consumed}
-	w.Ready.Add("consumers", events.ReadyCheck(wk))
-	g.Go(func() error { return wk.Run(gctx) })
 	return g.Wait()
 }

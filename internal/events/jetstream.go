@@ -2,6 +2,7 @@ package events
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -144,4 +145,18 @@ func EnsureConsumer(ctx context.Context, js jetstream.JetStream, c ConsumerSpec)
 		return nil, fmt.Errorf("ensure consumer %s: %w", c.Name, err)
 	}
 	return cons, nil
+}
+
+// RetireConsumers deletes durables an earlier version used and this one
+// replaced, so they neither pile up pending messages nor set off the
+// consumer-lag alerts. Missing ones are fine: every instance calls this at
+// every start.
+func RetireConsumers(ctx context.Context, js jetstream.JetStream, names ...string) error {
+	for _, n := range names {
+		err := js.DeleteConsumer(ctx, Stream, n)
+		if err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("retire consumer %s: %w", n, err)
+		}
+	}
+	return nil
 }

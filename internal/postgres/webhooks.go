@@ -66,25 +66,6 @@ func (s *Store) ListWebhooks(ctx context.Context, ownerID string) ([]Webhook, er
 	})
 }
 
-// OwnersWithWebhooks returns which of owners have at least one live
-// webhook.
-func (s *Store) OwnersWithWebhooks(ctx context.Context, owners []string) (map[string]bool, error) {
-	rows, err := s.pool.Query(ctx, `SELECT DISTINCT owner_id::text FROM webhooks
-		WHERE owner_id = ANY($1::text[]::uuid[]) AND deleted_at IS NULL`, owners)
-	if err != nil {
-		return nil, fmt.Errorf("owners with webhooks: %w", err)
-	}
-	have, err := pgx.CollectRows(rows, pgx.RowTo[string])
-	if err != nil {
-		return nil, fmt.Errorf("owners with webhooks: %w", err)
-	}
-	out := make(map[string]bool, len(have))
-	for _, o := range have {
-		out[o] = true
-	}
-	return out, nil
-}
-
 // DeleteWebhook stops a subscription; pending deliveries are dropped.
 func (s *Store) DeleteWebhook(ctx context.Context, ownerID, id string) error {
 	if !isUUID(id) {

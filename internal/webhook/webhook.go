@@ -60,7 +60,7 @@ func Sign(secretKey []byte, t time.Time, body []byte) string {
 type Store interface {
 	CreateWebhook(ctx context.Context, w postgres.Webhook) (postgres.Webhook, error)
 	ListWebhooks(ctx context.Context, ownerID string) ([]postgres.Webhook, error)
-	OwnersWithWebhooks(ctx context.Context, owners []string) (map[string]bool, error)
+	RecordEvents(ctx context.Context, evs []events.Event, hookOwners []string) (map[string]bool, error)
 	DeleteWebhook(ctx context.Context, ownerID, id string) error
 	ListDeliveries(ctx context.Context, ownerID, webhookID string, limit int) ([]postgres.Delivery, error)
 	EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error)
@@ -250,13 +250,15 @@ func NewDispatcher(store Store, keys *secret.Keys, g Guard, cfg DispatcherConfig
 		wake: make(chan struct{}, 1)}
 }
 
-// Handle is the consumer's batch handler: it records a delivery per event
-// and subscribed webhook and wakes the dispatcher. A batch costs one small
-// query (which of its owners have webhooks at all) and, only when some do,
-// one insert: a million links expiring at once must not mean a million
-// lookups, nor a million payloads sent to Postgres for nothing. The batch
-// was committed before it was consumed, so the query sees every webhook
-// that existed when its events occurred.
+// Handle is the handler of the records consumer, the one consumer that
+// takes every event: it records the batch in the audit trail, records a
+// delivery per event and subscribed webhook, and wakes the dispatcher.
+// Both need every event, so one consumer does both: each event is then
+// delivered, parsed and acked once, not once for the audit trail and again
+// for webhooks. A batch costs one statement (the audit insert, which also
+// answers which of the batch's owners have webhooks at all) and, only when
+// some do, one insert of deliveries: a million links expiring at once must
+// not mean a million lookups, nor a million payloads sent for nothing.
 func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
 	owners := map[string]bool{}
 	for _, e := range evs {
@@ -264,10 +266,7 @@ func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
 			owners[e.OwnerID] = true
 		}
 	}
-	if len(owners) == 0 {
-		return nil
-	}
-	have, err := d.store.OwnersWithWebhooks(ctx, slices.Collect(maps.Keys(owners)))
+	have, err := d.store.RecordEvents(ctx, evs, slices.Collect(maps.Keys(owners)))
 	if err != nil || len(have) == 0 {
 		return err
 	}
@@ -300,11 +299,6 @@ func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
 		}
 	}
 	return nil
-}
-
-// SubscribableTypes lists Subscribable, for the consumer's subject filter.
-func SubscribableTypes() []string {
-	return slices.Sorted(maps.Keys(Subscribable))
 }
 
 // Run sends due deliveries until ctx ends.

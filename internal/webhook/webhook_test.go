@@ -28,8 +28,8 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// startWorkers runs the webhooks consumer with its dispatcher and the
-// audit consumer against the stack.
+// startWorkers runs the records consumer (audit trail and webhook
+// fan-out) with its dispatcher against the stack, as the notifier does.
 func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig) {
 	t.Helper()
 	store := postgres.NewStore(st.Pool, st.Relay.Wake)
@@ -37,25 +37,16 @@ func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig)
 	d := webhook.NewDispatcher(store, st.Keys, webhook.Guard{AllowPrivate: true}, cfg, quiet, webhook.NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	cm := events.NewConsumerMetrics(reg)
-	hooks, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "webhooks", Types: webhook.SubscribableTypes()})
+	records, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "records"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	audit, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "audit"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	hw := &events.BatchWorker{Name: "webhooks", Consumer: hooks, JS: st.JS, Handler: d.Handle, Size: 3,
-		Linger: 50 * time.Millisecond, Log: quiet, Metrics: cm}
-	aw := &events.BatchWorker{Name: "audit", Consumer: audit, JS: st.JS, Handler: store.RecordAudit, Size: 3,
-		Linger: 50 * time.Millisecond, Log: quiet, Metrics: cm}
-	for _, run := range []func(context.Context) error{hw.Run, aw.Run} {
+	rw := &events.BatchWorker{Name: "records", Consumer: records, JS: st.JS, Handler: d.Handle, Size: 3,
+		Linger: 50 * time.Millisecond, Log: quiet, Metrics: events.NewConsumerMetrics(reg)}
+	for _, run := range []func(context.Context) error{rw.Run, d.Run} {
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = run(ctx) }()
 	}
-	wg.Add(1)
-	go func() { defer wg.Done(); _ = d.Run(ctx) }()
 	t.Cleanup(func() { cancel(); wg.Wait() })
 }
 
