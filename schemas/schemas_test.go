@@ -14,6 +14,8 @@ import (
 	"testing"
 
 	"github.com/getkin/kin-openapi/openapi3"
+
+	"github.com/sharelinks/sharelinks/internal/events"
 )
 
 // The event types and their data, as the shared contract lists them. The
@@ -87,6 +89,10 @@ func TestEventTypes(t *testing.T) {
 	want := slices.Sorted(maps.Keys(sampleData))
 	if got := EventTypes(); !slices.Equal(got, want) {
 		t.Fatalf("EventTypes() = %v, want %v", got, want)
+	}
+	// The consumers' subject filters are built from events.Types.
+	if got := slices.Sorted(slices.Values(events.Types)); !slices.Equal(got, want) {
+		t.Fatalf("events.Types = %v, want %v", got, want)
 	}
 }
 

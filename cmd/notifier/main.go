@@ -164,13 +164,13 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 	var running []events.Runner
 	for _, name := range splitList(s.Consumers) {
 		if name == "records" {
-			// Every event passes through here (audit trail and webhook
-			// fan-out), so they are handled in batches: one statement per
-			// batch, not per event.
+			// Every event but the swept ones passes through here (audit
+			// trail and webhook fan-out), so they are handled in batches:
+			// one statement per batch, not per event.
 			if err := events.RetireConsumers(ctx, w.JS, retiredConsumers...); err != nil {
 				return fmt.Errorf("NATS_URL: %w", err)
 			}
-			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "records", MaxDeliver: 20})
+			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "records", Types: events.RecordedTypes(), MaxDeliver: 20})
 			if err != nil {
 				return fmt.Errorf("NATS_URL: %w", err)
 			}

@@ -6,6 +6,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -28,6 +29,24 @@ const (
 	OTPSent               = "otp.sent"
 	OTPFailed             = "otp.failed"
 )
+
+// Types lists every event type (schemas/events/v1 has one schema each;
+// the schemas tests keep the two in step).
+var Types = []string{LinkCreated, LinkRevoked, LinkExhausted, LinkExpired, LinkVerified, LinkVerifyFailed,
+	LinkOpened, LinkPurged, NotificationRequested, NotificationSent, NotificationFailed, OTPRequested, OTPSent, OTPFailed}
+
+// SweptTypes are the events sweeps cause for many links at once (expiry,
+// purge). The sweep's own statement records them in the audit trail and
+// in webhook deliveries, set-wise, so the records consumer does not take
+// them: a million links expiring at once would otherwise cost a million
+// deliveries, parses and single-row inserts on top of the sweep.
+var SweptTypes = []string{LinkExpired, LinkPurged}
+
+// RecordedTypes are the types the records consumer takes: all but the
+// swept ones.
+func RecordedTypes() []string {
+	return slices.DeleteFunc(slices.Clone(Types), func(t string) bool { return slices.Contains(SweptTypes, t) })
+}
 
 // Stream and subject names.
 const (

@@ -83,7 +83,7 @@ func (s *Server) linkEvents(w http.ResponseWriter, r *http.Request, o link.Owner
 	if err != nil {
 		return err
 	}
-	q.LinkID = r.PathValue("id")
+	q.LinkID, q.OfLink = r.PathValue("id"), true
 	if !isUUID(q.LinkID) {
 		return apperr.New(apperr.NotFound, "link_not_found", "link not found")
 	}

@@ -127,6 +127,11 @@ var DefaultOTPLimits = OTPLimits{TTL: 10 * time.Minute, MinGap: 30 * time.Second
 // AuditQuery filters an owner's audit trail; After is the decoded cursor.
 type AuditQuery struct {
 	LinkID string
+	// OfLink asks for the trail as the link's own resource: not found once
+	// the link is gone. Filtering the owner's trail by LinkID is not, so a
+	// purged link's history stays readable (the owner filter keeps it
+	// tenant-isolated either way).
+	OfLink bool
 	Type   string
 	Since  time.Time
 	Size   int

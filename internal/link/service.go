@@ -635,7 +635,7 @@ func (s *Service) OpenDirect(ctx context.Context, token, targetID string, actor 
 // cursor of the next page. A link filter for a link that is not the
 // owner's is NotFound.
 func (s *Service) Audit(ctx context.Context, owner Owner, q AuditQuery) ([]events.Event, *Cursor, error) {
-	if q.LinkID != "" {
+	if q.OfLink {
 		if _, err := s.store.GetLink(ctx, owner.ID, q.LinkID); err != nil {
 			return nil, nil, err
 		}

@@ -14,7 +14,7 @@ import (
 // timestamp, a fixed word or JSON marshalled by Go, so nothing needs
 // escaping, and it is several times cheaper per row when a million links
 // expire at once. The arguments are SQL for the type, the data and the
-// actor; eventSQL is one outbox payload, systemEvents many.
+// actor; eventSQL is one outbox payload, sweepEvents a batch's.
 const eventText = `'{"id":"' || e.id || '","type":"' || %[1]s || '","version":1,"occurred_at":"' ||
 	to_char(statement_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') ||
 	'","owner_id":"' || e.owner_id || '","link_id":"' || e.link_id ||
@@ -28,26 +28,50 @@ func systemEvent(typ, data string) string {
 	return fmt.Sprintf(eventSQL, "'"+typ+"'", data, `'{"type":"system"}'`)
 }
 
-// systemEvents aggregates the system events of every row of e into one
-// outbox payload, a JSON array that the relay publishes as one message per
-// element. A sweep of thousands of links then writes, locks and deletes
-// one outbox row instead of thousands: most of the database's work per
-// expired link when a million expire at once. Elements are separated by
-// ",\n" (events.SplitSweep reads that framing without a JSON parser; an
-// event's text never holds a raw newline).
-func systemEvents(typ, data string) string {
-	return `convert_to('[' || string_agg(` + fmt.Sprintf(eventText, "'"+typ+"'", data, `'{"type":"system"}'`) +
-		`, E',\n' ORDER BY e.id) || ']', 'UTF8')`
+// sweepEvents is the tail of a sweep statement whose CTE "swept" returns
+// (link_id, owner_id) for each link it changed: it gives each link an
+// event of type typ and writes, in the same statement:
+//   - one outbox row for the whole batch, a JSON array of the events that
+//     the relay publishes as one message per element. A sweep of thousands
+//     of links then writes, locks and deletes one outbox row instead of
+//     thousands. Elements are separated by ",\n" (events.SplitSweep reads
+//     that framing without a JSON parser; an event's text never holds a
+//     raw newline);
+//   - the audit rows, and a delivery per event and subscribed webhook
+//     (the dispatcher's poll finds them). The records consumer does not
+//     take these types (events.SweptTypes): recorded here, set-wise, a
+//     burst costs one insert per table instead of a delivery, a parse and
+//     a round trip per event.
+//
+// $2 must be the outbox subject. The statement returns the count.
+func sweepEvents(typ string) string {
+	body := fmt.Sprintf(eventText, "'"+typ+"'", "'{}'", `'{"type":"system"}'`)
+	return `, e AS (
+			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM swept
+		), ev AS (
+			SELECT e.*, ` + body + ` AS body FROM e
+		), ob AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT sharelinks_uuid_v7(), $2, convert_to('[' || string_agg(body, E',\n' ORDER BY id) || ']', 'UTF8')
+			FROM ev HAVING count(*) > 0
+		), au AS (
+			INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
+			SELECT id, owner_id, link_id, '` + typ + `', statement_timestamp(), '{"type":"system"}', '{}' FROM e
+		), wh AS (
+			INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
+			SELECT sharelinks_uuid_v7(), w.id, ev.id, '` + typ + `', convert_to(ev.body, 'UTF8')
+			FROM ev JOIN webhooks w ON w.owner_id = ev.owner_id AND w.deleted_at IS NULL AND '` + typ + `' = ANY (w.events)
+		)
+		SELECT count(*) FROM swept`
 }
 
 // ExpireDue marks up to batch active links past their expiry as expired,
-// with one link.expired event each (all in one outbox row), in one
-// statement. Rows are claimed with SKIP LOCKED, so concurrent reapers take
-// disjoint batches and a link is expired (and its event written) exactly
-// once.
+// with one link.expired event each (see sweepEvents), in one statement.
+// Rows are claimed with SKIP LOCKED, so concurrent reapers take disjoint
+// batches and a link is expired (and its event written) exactly once.
 func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
-	q := fmt.Sprintf(`
-		WITH expired AS (
+	q := `
+		WITH swept AS (
 			-- id = ANY(ARRAY(subquery)) keeps the plan on the primary key; the
 			-- IN/join forms turn into a sequential scan per batch at this size.
 			UPDATE links SET status = 'expired', ended_at = now(), updated_at = now()
@@ -58,13 +82,7 @@ func (s *Store) ExpireDue(ctx context.Context, batch int) (int, error) {
 				LIMIT $1
 				FOR UPDATE SKIP LOCKED))
 			RETURNING id AS link_id, owner_id
-		), e AS (
-			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM expired
-		), ev AS (
-			INSERT INTO outbox (id, subject, payload)
-			SELECT sharelinks_uuid_v7(), $2, %s FROM e HAVING count(*) > 0
-		)
-		SELECT count(*) FROM expired`, systemEvents(events.LinkExpired, "'{}'"))
+		)` + sweepEvents(events.LinkExpired)
 	var n int
 	if err := s.pool.QueryRow(ctx, q, batch, events.SubjectPrefix+events.LinkExpired).Scan(&n); err != nil {
 		return 0, fmt.Errorf("expire links: %w", err)
@@ -97,23 +115,17 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, erro
 }
 
 // PurgeEnded deletes links that ended more than retention ago, with their
-// rows (cascade), writing link.purged for each (all in one outbox row).
+// rows (cascade), writing link.purged for each (see sweepEvents).
 func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error) {
-	q := fmt.Sprintf(`
-		WITH gone AS (
+	q := `
+		WITH swept AS (
 			DELETE FROM links WHERE id = ANY(ARRAY(
-				SELECT id FROM links WHERE ended_at IS NOT NULL AND ended_at < now() - $1 * interval '1 second'
-				LIMIT $2 FOR UPDATE SKIP LOCKED))
+				SELECT id FROM links WHERE ended_at IS NOT NULL AND ended_at < now() - $3 * interval '1 second'
+				LIMIT $1 FOR UPDATE SKIP LOCKED))
 			RETURNING id AS link_id, owner_id
-		), e AS (
-			SELECT sharelinks_uuid_v7() AS id, link_id, owner_id FROM gone
-		), ev AS (
-			INSERT INTO outbox (id, subject, payload)
-			SELECT sharelinks_uuid_v7(), $3, %s FROM e HAVING count(*) > 0
-		)
-		SELECT count(*) FROM gone`, systemEvents(events.LinkPurged, "'{}'"))
+		)` + sweepEvents(events.LinkPurged)
 	var n int
-	if err := s.pool.QueryRow(ctx, q, retention.Seconds(), batch, events.SubjectPrefix+events.LinkPurged).Scan(&n); err != nil {
+	if err := s.pool.QueryRow(ctx, q, batch, events.SubjectPrefix+events.LinkPurged, retention.Seconds()).Scan(&n); err != nil {
 		return 0, fmt.Errorf("purge links: %w", err)
 	}
 	if n > 0 {

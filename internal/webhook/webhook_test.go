@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +38,7 @@ func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig)
 	d := webhook.NewDispatcher(store, st.Keys, webhook.Guard{AllowPrivate: true}, cfg, quiet, webhook.NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	records, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "records"})
+	records, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "records", Types: events.RecordedTypes()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,5 +287,96 @@ func TestAuditTrailOfALinksWholeLife(t *testing.T) {
 	var n int
 	if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) - count(DISTINCT id) FROM audit_events`).Scan(&n); err != nil || n != 0 {
 		t.Fatalf("duplicate audit rows: %d %v", n, err)
+	}
+}
+
+// Sweeps record their events themselves (set-wise, in the statement that
+// expires or purges): the audit trail and subscribed webhooks get them
+// all the same, exactly once, with bodies that are valid events.
+func TestSweptEventsReachAuditTrailAndWebhooks(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	ctx := context.Background()
+	key := st.OwnerKey(t, "o")
+	rcv := newReceiver(t)
+	startWorkers(t, st, webhook.DispatcherConfig{Poll: 50 * time.Millisecond})
+	r := st.Do(t, "POST", "/v1/webhooks", key, map[string]any{"url": rcv.srv.URL, "events": []string{"link.expired", "link.purged"}})
+	if r.Status != 201 {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
+	var hook struct{ Secret string }
+	r.JSON(t, &hook)
+	id, _ := createLink(t, st, key, 5)
+	other := st.OwnerKey(t, "other") // has no webhook: its link's events go to the audit trail only
+	otherID, _ := createLink(t, st, other, 5)
+	store := postgres.NewStore(st.Pool, st.Relay.Wake)
+	if _, err := st.Pool.Exec(ctx, `UPDATE links SET expires_at = now() - interval '1 second' WHERE id = ANY($1::uuid[])`, []string{id, otherID}); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := store.ExpireDue(ctx, 100); err != nil || n != 2 {
+		t.Fatalf("expired %d, %v", n, err)
+	}
+	if _, err := st.Pool.Exec(ctx, `UPDATE links SET ended_at = now() - interval '2 hours'`); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := store.PurgeEnded(ctx, time.Hour, 100); err != nil || n != 2 {
+		t.Fatalf("purged %d, %v", n, err)
+	}
+
+	testkit.Eventually(t, 10*time.Second, func() bool { return len(rcv.requests()) >= 2 }, "both swept events delivered")
+	time.Sleep(200 * time.Millisecond) // room for a wrong third delivery to show
+	got := rcv.requests()
+	if len(got) != 2 {
+		t.Fatalf("%d deliveries, want 2 (the other owner has no webhook)", len(got))
+	}
+	auditIDs := map[string]string{}
+	var types []string
+	for _, rc := range got {
+		checkSignature(t, hook.Secret, rc)
+		if err := schemas.ValidateEvent(rc.body); err != nil {
+			t.Fatalf("delivered body is not a valid event: %v\n%s", err, rc.body)
+		}
+		var e events.Event
+		if err := json.Unmarshal(rc.body, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.LinkID != id || e.Type != rc.eventType || e.Actor.Type != "system" {
+			t.Fatalf("delivered %+v as %s", e, rc.eventType)
+		}
+		auditIDs[e.ID] = e.Type
+		types = append(types, e.Type)
+	}
+	if !slices.Equal(slices.Sorted(slices.Values(types)), []string{"link.expired", "link.purged"}) {
+		t.Fatalf("delivered %v", types)
+	}
+	// The audit trail has each swept event once, under the id the webhook
+	// saw, for both owners; the link is gone, its record is not.
+	for _, c := range []struct{ key, link string }{{key, id}, {other, otherID}} {
+		var page struct {
+			Events []struct{ ID, Type string } `json:"events"`
+		}
+		st.Do(t, "GET", "/v1/events?link_id="+c.link, c.key, nil).JSON(t, &page)
+		seen := map[string]int{}
+		for _, e := range page.Events {
+			seen[e.Type]++
+			if c.link == id && (e.Type == "link.expired" || e.Type == "link.purged") && auditIDs[e.ID] != e.Type {
+				t.Errorf("audit %s has id %s, the webhook saw %v", e.Type, e.ID, auditIDs)
+			}
+		}
+		if seen["link.expired"] != 1 || seen["link.purged"] != 1 || seen["link.created"] != 1 {
+			t.Fatalf("audit trail of %s: %v", c.link, seen)
+		}
+	}
+	// The records consumer does not take swept events: none reached it.
+	cons, err := st.JS.Consumer(ctx, events.Stream, "records")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cons.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(info.Config.FilterSubjects, func(s string) bool { return strings.HasSuffix(s, "link.expired") }) {
+		t.Fatalf("records consumer filters %v", info.Config.FilterSubjects)
 	}
 }
