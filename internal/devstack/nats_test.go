@@ -19,9 +19,20 @@ func TestStartNATSKeepsStreamsAcrossRestart(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	dir := t.TempDir()
-	port := testkit.FreePort(t)
-
-	url, stop, err := StartNATS(dir, WithNATSPort(port))
+	// A port free a moment ago can be taken by another test process before
+	// the server binds it (seen once in CI): then take another one.
+	var (
+		port int
+		url  string
+		stop func()
+		err  error
+	)
+	for range 5 {
+		port = testkit.FreePort(t)
+		if url, stop, err = StartNATS(dir, WithNATSPort(port)); err == nil || !strings.Contains(err.Error(), "is not free") {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
