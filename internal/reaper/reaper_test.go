@@ -163,6 +163,15 @@ func TestTwoReapersRaceWithoutDoubleExpiry(t *testing.T) {
 	if got := count(t, b, `SELECT count(DISTINCT ev->>'link_id') FROM `+outboxEvents); got != n {
 		t.Fatalf("events cover %d links, want %d", got, n)
 	}
+	// The sweeps recorded each link's expiry once in the audit trail, under
+	// the id of its published event.
+	if got := count(t, b, `SELECT count(*) FROM audit_events a JOIN `+outboxEvents+` ON (ev->>'id')::uuid = a.id
+		WHERE a.type = 'link.expired' AND a.link_id = (ev->>'link_id')::uuid`); got != n {
+		t.Fatalf("%d audit rows match the events, want %d", got, n)
+	}
+	if got := count(t, b, `SELECT count(*) FROM audit_events`); got != n {
+		t.Fatalf("%d audit rows, want %d", got, n)
+	}
 }
 
 func TestPurgeAfterRetention(t *testing.T) {
