@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -378,5 +379,58 @@ func TestSweptEventsReachAuditTrailAndWebhooks(t *testing.T) {
 	}
 	if slices.ContainsFunc(info.Config.FilterSubjects, func(s string) bool { return strings.HasSuffix(s, "link.expired") }) {
 		t.Fatalf("records consumer filters %v", info.Config.FilterSubjects)
+	}
+}
+
+// A webhook is sent what happens after it was created, not history: a
+// consumer replaying the stream (a new durable starts from the stream's
+// first event) must not flood a new webhook with last week's events.
+func TestWebhookGetsNoEventsFromBeforeItExisted(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	ctx := context.Background()
+	key := st.OwnerKey(t, "o")
+	rcv := newReceiver(t)
+	startWorkers(t, st, webhook.DispatcherConfig{Poll: 50 * time.Millisecond})
+	if r := st.Do(t, "POST", "/v1/webhooks", key, map[string]any{"url": rcv.srv.URL, "events": []string{"link.revoked"}}); r.Status != 201 {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
+	var owner string
+	if err := st.Pool.QueryRow(ctx, `SELECT owner_id::text FROM webhooks`).Scan(&owner); err != nil {
+		t.Fatal(err)
+	}
+	event := func(age time.Duration) events.Event {
+		e, err := events.New(events.LinkRevoked, owner, uuid.NewString(), events.Actor{Type: "system"}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.OccurredAt = time.Now().Add(-age)
+		return e
+	}
+	old := event(2 * time.Hour)
+	skewed := event(20 * time.Second) // a host clock a little behind Postgres
+	fresh := event(0)
+	store := postgres.NewStore(st.Pool, st.Relay.Wake)
+	n, err := store.EnqueueDeliveries(ctx, []events.Event{old, skewed, fresh}, [][]byte{[]byte(`{}`), []byte(`{}`), []byte(`{}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 2 {
+		t.Fatalf("%d deliveries, want 2 (the skewed and the fresh event, not the old one)", n)
+	}
+	var got []string
+	rows, err := st.Pool.Query(ctx, `SELECT event_id::text FROM webhook_deliveries`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, id)
+	}
+	if slices.Contains(got, old.ID) || !slices.Contains(got, fresh.ID) || !slices.Contains(got, skewed.ID) {
+		t.Fatalf("deliveries for %v; old %s, skewed %s, fresh %s", got, old.ID, skewed.ID, fresh.ID)
 	}
 }
