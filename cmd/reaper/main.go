@@ -40,8 +40,8 @@ func run(ctx context.Context, args []string) error {
 	set := config.New("reaper")
 	bootstrap.Bind(set, &s, ":9092")
 	set.Duration(&cfg.Interval, "REAP_INTERVAL", 15*time.Second, "how often the sweeps run")
-	set.Int(&cfg.Batch, "REAP_BATCH", 5000, "rows per sweep statement")
-	set.Int(&cfg.Workers, "REAP_WORKERS", 2, "expiry statements run in parallel")
+	set.Int(&cfg.Batch, "REAP_BATCH", reaper.DefaultBatch, "rows per sweep statement")
+	set.Int(&cfg.Workers, "REAP_WORKERS", reaper.DefaultWorkers, "expiry statements run in parallel")
 	set.Duration(&cfg.Retention, "RETENTION", 30*24*time.Hour, "purge links this long after they ended (0 keeps forever)")
 	if err := set.Parse(args); err != nil {
 		return err

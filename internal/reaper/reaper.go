@@ -27,11 +27,20 @@ type Store interface {
 	ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error)
 }
 
+// Expiry defaults, measured on 2 cores (BENCHMARKS.md, session 3): for a
+// million links due at once, one worker left a core idle (70 s), three
+// fought the relays and the stream for the cores (61 s), two took
+// 48-57 s; 5000 rows a batch beat 2000.
+const (
+	DefaultBatch   = 5000
+	DefaultWorkers = 2
+)
+
 // Config tunes the sweeps; zero values take the defaults.
 type Config struct {
 	Interval     time.Duration // default 15s
-	Batch        int           // rows per statement, default 5000
-	Workers      int           // concurrent expiry statements, default 2 (SKIP LOCKED keeps them disjoint)
+	Batch        int           // rows per statement, default DefaultBatch
+	Workers      int           // concurrent expiry statements, default DefaultWorkers (SKIP LOCKED keeps them disjoint)
 	Retention    time.Duration // purge this long after a link ended; 0 keeps forever
 	StaleOutbox  time.Duration // unpublished this long counts as a repair, default 30s
 	FreshStuck   time.Duration // a never-attempted notification is stuck after this, default 2m
@@ -42,8 +51,8 @@ type Config struct {
 
 func (c Config) withDefaults() Config {
 	c.Interval = cmp.Or(c.Interval, 15*time.Second)
-	c.Batch = cmp.Or(c.Batch, 5000)
-	c.Workers = cmp.Or(c.Workers, 2)
+	c.Batch = cmp.Or(c.Batch, DefaultBatch)
+	c.Workers = cmp.Or(c.Workers, DefaultWorkers)
 	c.StaleOutbox = cmp.Or(c.StaleOutbox, 30*time.Second)
 	c.FreshStuck = cmp.Or(c.FreshStuck, 2*time.Minute)
 	c.StaleStuck = cmp.Or(c.StaleStuck, 75*time.Minute)
@@ -146,12 +155,9 @@ func (r *Reaper) run(ctx context.Context, name string, once bool, fn func(ctx co
 // RunOnce runs every sweep once.
 func (r *Reaper) RunOnce(ctx context.Context) {
 	b := r.cfg.Batch
-	// Expiry can face a million links due at once: two statements in
-	// parallel keep both the CPU and the disk busy (each batch waits on
-	// its commit), and SKIP LOCKED gives them disjoint rows. Measured on
-	// 2 cores (BENCHMARKS.md): one worker left a core idle (70 s for a
-	// million), three fought the relays and the stream for it (61 s), two
-	// took 48-56 s; 5000 rows a batch beat 2000.
+	// Expiry can face a million links due at once: statements in parallel
+	// keep both the CPU and the disk busy (each batch waits on its
+	// commit), and SKIP LOCKED gives them disjoint rows.
 	var wg sync.WaitGroup
 	for range r.cfg.Workers {
 		wg.Add(1)
