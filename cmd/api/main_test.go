@@ -60,13 +60,24 @@ func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
 		t.Fatalf("list with the new key: %v %v", r, err)
 	}
 	r.Body.Close()
+	// One write, so the group commit histogram has an observation.
+	req, _ = http.NewRequest("POST", base+"/v1/links", strings.NewReader(`{"links":[{
+		"targets":[{"id":"a","type":"file","url":"https://example.com/a"}],
+		"link_type":"view","expires_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}]}`))
+	req.Header.Set("Authorization", "Bearer "+key)
+	req.Header.Set("Content-Type", "application/json")
+	if r, err = http.DefaultClient.Do(req); err != nil || r.StatusCode != 201 {
+		t.Fatalf("create a link: %v %v", r, err)
+	}
+	r.Body.Close()
 	m, err := http.Get(base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
 	body, _ := io.ReadAll(m.Body)
 	m.Body.Close()
-	for _, want := range []string{"sharelinks_build_info", `sharelinks_http_requests_total{code="200",method="GET",route="GET /v1/links"} 1`, "process_resident_memory_bytes", "go_goroutines"} {
+	for _, want := range []string{"sharelinks_build_info", `sharelinks_http_requests_total{code="200",method="GET",route="GET /v1/links"} 1`,
+		`sharelinks_db_group_commit_requests_bucket{le="1"} 1`, "process_resident_memory_bytes", "go_goroutines"} {
 		if !strings.Contains(string(body), want) {
 			t.Errorf("metrics lack %s", want)
 		}

@@ -118,6 +118,7 @@ func serve(ctx context.Context, args []string) error {
 	reg := obs.NewRegistry(version)
 	relay := events.NewRelay(pool, js, log, events.NewRelayMetrics(reg))
 	store := postgres.NewStore(pool, relay.Wake)
+	store.InstrumentGroupCommit(reg)
 	signer, err := grant.NewSigner(c.Keys.GrantKey(), strings.TrimRight(c.PublicBaseURL, "/"), c.GrantTTL)
 	if err != nil {
 		return err

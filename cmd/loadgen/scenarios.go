@@ -275,6 +275,22 @@ func (b *bench) verify(ctx context.Context) error {
 	accOne := run(func() result { return b.ceilingVerifyOne(ctx, conc, b.sz.ceilDur, sampleIDs) })
 	b.accessRows(fmt.Sprintf("across %s links", thousands(int64(b.sz.seedN))), accV, accO, accBare, accFull, accOne)
 	b.bareAcross = accBare.res
+
+	// (f): what HTTP alone costs on these cores, so the gap between a
+	// verify and the bare UPDATE can be told apart from the service's work.
+	floor := run(func() result {
+		return runClosed(ctx, conc, b.sz.ceilDur, func(ctx context.Context, _ int) error {
+			return b.http.do(ctx, http.MethodGet, "/healthz", nil, "", http.StatusOK, nil)
+		})
+	})
+	series := 1 / (1/floor.res.rate() + 1/accBare.res.rate())
+	seriesRatio, _ := ratio(series, accBare.res.rate())
+	r = row{Scenario: "ceiling", What: "(f) GET /healthz on the api: an HTTP round trip alone (no I/O, no JSON), c=16",
+		Rate: perSec(floor.res.rate(), "req/s"),
+		Note: joinNotes(fmt.Sprintf("(f) and the bare UPDATE across 1M in series, 1/(1/(f)+1/(b)): %s/s = %s × (b), before any of a verify's own work",
+			thousands(int64(series)), seriesRatio), errNote(floor.res), floor.cost)}
+	latRow(&r, floor.res)
+	b.rep.add(r)
 	return ctx.Err()
 }
 

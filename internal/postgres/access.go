@@ -116,13 +116,13 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 	var count *int
 	var status *string
 	var consumed bool
-	err = s.pool.QueryRow(ctx, `
+	sql := `
 		WITH ch AS (
 			UPDATE otp_challenges SET status = 'verified', updated_at = now()
 			WHERE $2::uuid IS NOT NULL AND id = $2::uuid AND status IN ('pending', 'sent') AND expires_at > now()
 			RETURNING id
 		), upd AS (
-			UPDATE links SET `+CountAccessSet+`
+			UPDATE links SET ` + CountAccessSet + `
 			WHERE id = $1 AND status = 'active' AND expires_at > now()
 				AND (max_access_count IS NULL OR access_count < max_access_count)
 				AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM ch))
@@ -138,9 +138,13 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 			SELECT $10::uuid, $11, convert_to($12 || upd.access_count::text || $13, 'UTF8')
 			FROM upd WHERE upd.status = 'exhausted'
 		)
-		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd), EXISTS (SELECT 1 FROM ch)`,
-		r.Link.ID, challenge, sessID, sessHash, sessExp, evID, evSubject, evPre, evPost,
-		ex.ID, ex.Subject(), exPre, exPost).Scan(&count, &status, &consumed)
+		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd), EXISTS (SELECT 1 FROM ch)`
+	err = s.group.run(ctx, r.Link.TokenHash, func(b *pgx.Batch) {
+		b.Queue(sql, r.Link.ID, challenge, sessID, sessHash, sessExp, evID, evSubject, evPre, evPost,
+			ex.ID, ex.Subject(), exPre, exPost).QueryRow(func(row pgx.Row) error {
+			return row.Scan(&count, &status, &consumed)
+		})
+	})
 	if err != nil {
 		return link.AccessResult{}, fmt.Errorf("count access: %w", err)
 	}
@@ -151,7 +155,6 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 		}
 		return link.AccessResult{}, apperr.LinkNotFound()
 	}
-	s.wake()
 	return link.AccessResult{AccessCount: *count, Exhausted: *status == link.StatusExhausted}, nil
 }
 
@@ -194,18 +197,24 @@ func (s *Store) AccessOpen(ctx context.Context, tokenHash []byte, sess *link.Ses
 		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
 	}
 	verifiedID, exhaustedID := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
-	l, err := scanLink(s.pool.QueryRow(ctx, accessOpenSQL, tokenHash, sess.ID, sess.TokenHash, sess.ExpiresAt,
-		verifiedID, exhaustedID, events.SubjectPrefix+events.LinkVerified, events.SubjectPrefix+events.LinkExhausted,
-		string(actorJSON)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return link.Link{}, apperr.LinkNotFound()
-	}
+	var row linkRow
+	err = s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
+		b.Queue(accessOpenSQL, tokenHash, sess.ID, sess.TokenHash, sess.ExpiresAt,
+			verifiedID, exhaustedID, events.SubjectPrefix+events.LinkVerified, events.SubjectPrefix+events.LinkExhausted,
+			string(actorJSON)).QueryRow(row.scan)
+	})
 	if err != nil {
 		return link.Link{}, fmt.Errorf("count open access: %w", err)
 	}
+	l, err := row.link()
+	if err != nil {
+		return link.Link{}, err
+	}
+	if l == nil {
+		return link.Link{}, apperr.LinkNotFound()
+	}
 	sess.LinkID = l.ID
-	s.wake()
-	return l, nil
+	return *l, nil
 }
 
 // aroundCount splits an event's JSON around its data's access_count (which
@@ -260,16 +269,23 @@ func (s *Store) OpenWithSession(ctx context.Context, tokenHash, sessionHash []by
 	if err != nil {
 		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
 	}
-	l, err := scanLink(s.pool.QueryRow(ctx, openSQL, tokenHash, sessionHash, targetID, uuid.Must(uuid.NewV7()).String(),
-		events.SubjectPrefix+events.LinkOpened, grantID, string(actorJSON)))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return link.Link{}, apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
-	}
+	eventID := uuid.Must(uuid.NewV7()).String()
+	var row linkRow
+	err = s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
+		b.Queue(openSQL, tokenHash, sessionHash, targetID, eventID,
+			events.SubjectPrefix+events.LinkOpened, grantID, string(actorJSON)).QueryRow(row.scan)
+	})
 	if err != nil {
 		return link.Link{}, fmt.Errorf("open with session: %w", err)
 	}
-	s.wake()
-	return l, nil
+	l, err := row.link()
+	if err != nil {
+		return link.Link{}, err
+	}
+	if l == nil {
+		return link.Link{}, apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
+	}
+	return *l, nil
 }
 
 // SessionLink returns the link a session belongs to while both are valid.

@@ -1,8 +1,38 @@
 package postgres
 
+import (
+	"context"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
 // Listening reports whether the revocation listener is connected (tests).
 func (c *CachedKeys) Listening() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.live
+}
+
+// GroupCommit is the group commit, for tests.
+type GroupCommit = groupCommit
+
+// NewGroupCommit returns a group commit with slots rounds in flight that
+// reports each round's size to observe.
+func NewGroupCommit(pool *pgxpool.Pool, slots int, observe func(jobs int)) *GroupCommit {
+	g := newGroupCommit(pool, func() {})
+	g.slots, g.observe = slots, observe
+	return g
+}
+
+// Run is run.
+func (g *GroupCommit) Run(ctx context.Context, key []byte, queue func(b *pgx.Batch)) error {
+	return g.run(ctx, key, queue)
+}
+
+// Pending is the number of jobs waiting for a round.
+func (g *GroupCommit) Pending() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.pending)
 }

@@ -37,6 +37,39 @@ func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
 	return l, nil
 }
 
+// linkRow receives a linkColumns row in a batch callback, which must not
+// fail on its own decoding (see groupCommit): the targets are decoded
+// after the round, by link.
+type linkRow struct {
+	l       link.Link
+	targets []byte
+	found   bool
+}
+
+func (r *linkRow) scan(row pgx.Row) error {
+	*r = linkRow{}
+	l := &r.l
+	err := row.Scan(&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
+		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
+		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	r.found = err == nil
+	return err
+}
+
+// link returns the row's link, or nil when there was none.
+func (r *linkRow) link() (*link.Link, error) {
+	if !r.found {
+		return nil, nil
+	}
+	if err := json.Unmarshal(r.targets, &r.l.Targets); err != nil {
+		return nil, fmt.Errorf("decode targets of %s: %w", r.l.ID, err)
+	}
+	return &r.l, nil
+}
+
 // InsertLinks writes links, their notifications and all events in one
 // transaction: either everything exists afterwards or nothing does.
 func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link.Notification, evs []events.Event) error {
@@ -56,7 +89,8 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 	if err := queueEvents(b, evs); err != nil {
 		return err
 	}
-	if err := s.sendBatch(ctx, b); err != nil {
+	err := s.group.run(ctx, nil, func(round *pgx.Batch) { requeue(round, b) })
+	if err != nil {
 		return fmt.Errorf("insert links: %w", err)
 	}
 	return nil

@@ -123,14 +123,22 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 // the attempts used; a challenge out of attempts is locked.
 func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
-		WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < $2 AND expires_at > now()
-		RETURNING wrong_codes`, challengeID, limit).Scan(&n)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
-	}
+	err := s.group.run(ctx, []byte(challengeID), func(b *pgx.Batch) {
+		b.Queue(`UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
+			WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < $2 AND expires_at > now()
+			RETURNING wrong_codes`, challengeID, limit).QueryRow(func(row pgx.Row) error {
+			n = 0
+			if err := row.Scan(&n); !errors.Is(err, pgx.ErrNoRows) {
+				return err
+			}
+			return nil
+		})
+	})
 	if err != nil {
 		return 0, fmt.Errorf("charge code attempt: %w", err)
+	}
+	if n == 0 {
+		return 0, apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
 	}
 	return n, nil
 }

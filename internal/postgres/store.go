@@ -15,8 +15,9 @@ import (
 // Store runs the service's SQL. After every commit that wrote outbox rows it
 // calls Wake, so the relay publishes at once instead of at its next poll.
 type Store struct {
-	pool *pgxpool.Pool
-	wake func()
+	pool  *pgxpool.Pool
+	wake  func()
+	group *groupCommit
 }
 
 // NewStore wraps a pool. wake may be nil.
@@ -24,7 +25,7 @@ func NewStore(pool *pgxpool.Pool, wake func()) *Store {
 	if wake == nil {
 		wake = func() {}
 	}
-	return &Store{pool: pool, wake: wake}
+	return &Store{pool: pool, wake: wake, group: newGroupCommit(pool, wake)}
 }
 
 // Pool exposes the pool for readiness checks and the relay.

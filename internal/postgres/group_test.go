@@ -1,0 +1,175 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgerrcode"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+// groupBundle is a group commit with one round in flight over a table of
+// ids, and the sizes of the rounds it ran.
+type groupBundle struct {
+	pool   *pgxpool.Pool
+	group  *postgres.GroupCommit
+	mu     sync.Mutex
+	rounds []int
+}
+
+func setupGroup(t *testing.T) *groupBundle {
+	t.Helper()
+	ctx := context.Background()
+	pool, err := pgxpool.New(ctx, testkit.Database(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := pool.Exec(ctx, `CREATE TABLE t (id int PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	b := &groupBundle{pool: pool}
+	b.group = postgres.NewGroupCommit(pool, 1, func(n int) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.rounds = append(b.rounds, n)
+	})
+	return b
+}
+
+func insert(id int) func(*pgx.Batch) {
+	return func(b *pgx.Batch) { b.Queue(`INSERT INTO t VALUES ($1)`, id) }
+}
+
+// holdRound starts a round that takes the only slot for a while, and
+// returns once it is on the wire, so what is run next has to wait and
+// share the following round.
+func (b *groupBundle) holdRound(t *testing.T) (wait func()) {
+	t.Helper()
+	sent := make(chan struct{})
+	var once sync.Once
+	done := make(chan error, 1)
+	go func() {
+		done <- b.group.Run(context.Background(), nil, func(batch *pgx.Batch) {
+			batch.Queue(`SELECT pg_sleep(0.3)`)
+			once.Do(func() { close(sent) })
+		})
+	}()
+	<-sent
+	return func() {
+		if err := <-done; err != nil {
+			t.Errorf("holding round: %v", err)
+		}
+	}
+}
+
+func (b *groupBundle) ids(t *testing.T) []int {
+	t.Helper()
+	rows, err := b.pool.Query(context.Background(), `SELECT id FROM t ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[int])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids
+}
+
+// A request the server rejects fails alone: the others that shared its
+// round are committed.
+func TestGroupCommitIsolatesARejectedRequest(t *testing.T) {
+	t.Parallel()
+	b := setupGroup(t)
+	if _, err := b.pool.Exec(context.Background(), `INSERT INTO t VALUES (0)`); err != nil {
+		t.Fatal(err)
+	}
+	wait := b.holdRound(t)
+
+	const n = 10
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		id := i + 1
+		if i == 4 {
+			id = 0 // taken: this request must fail, and only it
+		}
+		wg.Go(func() { errs[i] = b.group.Run(context.Background(), nil, insert(id)) })
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return b.group.Pending() == n }, "all %d requests waiting", n)
+	wait()
+	wg.Wait()
+
+	for i, err := range errs {
+		var pgErr *pgconn.PgError
+		switch {
+		case i == 4 && !(errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation):
+			t.Errorf("request %d: %v, want a unique violation", i, err)
+		case i != 4 && err != nil:
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	if got, want := b.ids(t), []int{0, 1, 2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(got, want) {
+		t.Errorf("rows %v, want %v", got, want)
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !slices.Equal(b.rounds, []int{1, n}) {
+		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
+	}
+}
+
+// A request whose caller has gone by the time its round starts writes
+// nothing.
+func TestGroupCommitSkipsAbandonedRequests(t *testing.T) {
+	t.Parallel()
+	b := setupGroup(t)
+	wait := b.holdRound(t)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	gone := make(chan error, 1)
+	go func() { gone <- b.group.Run(ctx, nil, insert(1)) }()
+	kept := make(chan error, 1)
+	testkit.Eventually(t, 5*time.Second, func() bool { return b.group.Pending() == 1 }, "abandoned request waiting")
+	go func() { kept <- b.group.Run(context.Background(), nil, insert(2)) }()
+	testkit.Eventually(t, 5*time.Second, func() bool { return b.group.Pending() == 2 }, "both requests waiting")
+	cancel()
+	wait()
+
+	if err := <-gone; !errors.Is(err, context.Canceled) {
+		t.Errorf("abandoned request: %v, want context.Canceled", err)
+	}
+	if err := <-kept; err != nil {
+		t.Errorf("kept request: %v", err)
+	}
+	if got := b.ids(t); !slices.Equal(got, []int{2}) {
+		t.Errorf("rows %v, want [2]", got)
+	}
+}
+
+// Each request alone still commits at once and sees its own result.
+func TestGroupCommitLoneRequests(t *testing.T) {
+	t.Parallel()
+	b := setupGroup(t)
+	for id := range 3 {
+		var got int
+		err := b.group.Run(context.Background(), nil, func(batch *pgx.Batch) {
+			batch.Queue(`INSERT INTO t VALUES ($1) RETURNING id * 10`, id).QueryRow(func(r pgx.Row) error { return r.Scan(&got) })
+		})
+		if err != nil || got != id*10 {
+			t.Fatalf("request %d: %d, %v", id, got, err)
+		}
+	}
+	if got := b.ids(t); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("rows %v", got)
+	}
+}
