@@ -551,3 +551,32 @@ func TestCodeVerifyBeforeAnyCodeWasRequested(t *testing.T) {
 		t.Fatalf("code for an unknown link: %d %s", r.Status, r.Body)
 	}
 }
+
+// Counting an access must stay a HOT update (no indexed column changes),
+// or every verify writes an entry into each of the links indexes: that
+// was a quarter of a verify's cost across a million links.
+func TestCountingAnAccessIsAHOTUpdate(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	ls := create(t, st, key, spec(), spec(func(s map[string]any) { s["max_access_count"] = 5 }))
+	for _, l := range ls {
+		for range 2 {
+			if r, _ := verify(t, st, l, map[string]any{}); r.Status != 200 {
+				t.Fatalf("verify: %d %s", r.Status, r.Body)
+			}
+		}
+	}
+	// Backends report table statistics within a second or so of going idle.
+	var upd, hot int64
+	testkit.Eventually(t, 20*time.Second, func() bool {
+		err := st.Pool.QueryRow(context.Background(),
+			`SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'links'`).Scan(&upd, &hot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return upd >= 4
+	}, "4 access counts in the statistics")
+	if hot != upd {
+		t.Fatalf("%d of %d link updates were HOT; counting an access must change no indexed column", hot, upd)
+	}
+}
