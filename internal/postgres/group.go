@@ -127,8 +127,20 @@ func finished(j *groupJob) bool {
 	}
 }
 
-// commit runs one round and settles each of its jobs.
+// commit runs one round and settles each of its jobs. A panic (a bug in a
+// callback) fails the round's jobs instead of leaving their requests, and
+// every later one, waiting on a slot that is never given back.
 func (g *groupCommit) commit(round []*groupJob) {
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("group commit: panic: %v", p)
+			for _, j := range round {
+				if !finished(j) {
+					j.finish(err)
+				}
+			}
+		}
+	}()
 	live := round[:0]
 	for _, j := range round {
 		if err := j.ctx.Err(); err != nil {
@@ -166,7 +178,14 @@ func (g *groupCommit) send(jobs []*groupJob) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), g.timeout)
 	defer cancel()
-	if err := g.pool.SendBatch(ctx, b).Close(); err != nil {
+	conn, err := g.pool.Acquire(ctx)
+	if err != nil {
+		return fmt.Errorf("group commit of %d requests: %w", len(jobs), err)
+	}
+	// Released even when a callback panics: the pool then destroys the
+	// connection, which is left in the middle of the batch's answers.
+	defer conn.Release()
+	if err := conn.SendBatch(ctx, b).Close(); err != nil {
 		return fmt.Errorf("group commit of %d requests: %w", len(jobs), err)
 	}
 	g.wake()

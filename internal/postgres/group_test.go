@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,6 +168,26 @@ func TestGroupCommitLoneRequests(t *testing.T) {
 		})
 		if err != nil || got != id*10 {
 			t.Fatalf("request %d: %d, %v", id, got, err)
+		}
+	}
+	if got := b.ids(t); !slices.Equal(got, []int{0, 1, 2}) {
+		t.Errorf("rows %v", got)
+	}
+}
+
+// A panic in a round fails its requests and leaves the group working.
+func TestGroupCommitSurvivesAPanic(t *testing.T) {
+	t.Parallel()
+	b := setupGroup(t)
+	err := b.group.Run(context.Background(), nil, func(batch *pgx.Batch) {
+		batch.Queue(`SELECT 1`).QueryRow(func(pgx.Row) error { panic("bug in a callback") })
+	})
+	if err == nil || !strings.Contains(err.Error(), "bug in a callback") {
+		t.Fatalf("panicking request: %v", err)
+	}
+	for id := range 3 { // more requests than slots: the slot was given back
+		if err := b.group.Run(context.Background(), nil, insert(id)); err != nil {
+			t.Fatalf("request after the panic: %v", err)
 		}
 	}
 	if got := b.ids(t); !slices.Equal(got, []int{0, 1, 2}) {
