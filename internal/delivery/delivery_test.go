@@ -391,3 +391,48 @@ func TestWrongCodesLockTheChallenge(t *testing.T) {
 		t.Fatalf("expired code: %d %s", r.Status, r.Body)
 	}
 }
+
+// Wrong codes sent all at once cannot outrun the limit: each attempt is
+// charged (and committed) before its code is compared, so exactly the
+// allowed number is ever compared, however many arrive together.
+func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	l := createLink(t, st, key, emailOTP("mallory@example.com"), false)
+	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
+		t.Fatal(r.Status)
+	}
+	code := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	const guesses = 40
+	results := make([]string, guesses)
+	var wg sync.WaitGroup
+	for i := range guesses {
+		wrong := fmt.Sprintf("%06d", (atoi(code)+1+i)%1000000)
+		wg.Go(func() {
+			results[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}).ErrorCode()
+		})
+	}
+	wg.Wait()
+	counts := map[string]int{}
+	for _, c := range results {
+		counts[c]++
+	}
+	// Five attempts are compared: four say how many are left, the fifth
+	// locks; every other guess is refused before comparing.
+	if counts["invalid_code"] != 4 || counts["code_locked"] != guesses-4 {
+		t.Fatalf("%d parallel wrong codes: %v", guesses, counts)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_locked" {
+		t.Fatalf("right code after the parallel guesses: %d %s", r.Status, r.Body)
+	}
+	var wrongCodes int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT wrong_codes FROM otp_challenges`).Scan(&wrongCodes); err != nil {
+		t.Fatal(err)
+	}
+	if wrongCodes != 5 {
+		t.Fatalf("wrong_codes %d, want 5", wrongCodes)
+	}
+}
