@@ -51,6 +51,7 @@ type sizes struct {
 	createDur, verifyDur, ceilDur time.Duration
 	seedN, sampleN                int
 	notifyN, burstN, otpN         int
+	codeN                         int
 	notifyRate, otpRate           float64
 	natsN                         int
 	reaperN                       int
@@ -60,14 +61,14 @@ type sizes struct {
 var fullSizes = sizes{
 	createDur: 6 * time.Second, verifyDur: 5 * time.Second, ceilDur: 4 * time.Second,
 	seedN: 1_000_000, sampleN: 50_000,
-	notifyN: 3000, burstN: 2000, otpN: 1000, notifyRate: 50, otpRate: 50,
+	notifyN: 3000, burstN: 2000, otpN: 1000, notifyRate: 50, otpRate: 50, codeN: 20_000,
 	natsN: 200_000, reaperN: 1_000_000, waitArrivals: 60 * time.Second,
 }
 
 var shortSizes = sizes{
 	createDur: 2 * time.Second, verifyDur: 2 * time.Second, ceilDur: 2 * time.Second,
 	seedN: 20_000, sampleN: 5_000,
-	notifyN: 250, burstN: 200, otpN: 100, notifyRate: 50, otpRate: 50,
+	notifyN: 250, burstN: 200, otpN: 100, notifyRate: 50, otpRate: 50, codeN: 2_000,
 	natsN: 20_000, reaperN: 20_000, waitArrivals: 30 * time.Second,
 }
 

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	mrand "math/rand/v2"
 	"time"
 
 	"github.com/google/uuid"
@@ -102,4 +103,38 @@ func seedLinks(ctx context.Context, pool *pgxpool.Pool, keys *secret.Keys, owner
 		}
 	}
 	return sample, time.Now(), firstErr
+}
+
+// codeLink is a seeded SMS link with its clear token and sent code.
+type codeLink struct {
+	token, code string
+}
+
+// seedCodeLinks writes n SMS-code links, each with a challenge in the
+// state the dispatcher leaves after sending (status sent, the code's
+// HMAC stored), hashing and sealing as the service does, in one statement
+// per table.
+func seedCodeLinks(ctx context.Context, pool *pgxpool.Pool, keys *secret.Keys, ownerID string, n int) ([]codeLink, error) {
+	out := make([]codeLink, n)
+	linkIDs, hashes, sealed := make([]string, n), make([][]byte, n), make([][]byte, n)
+	chIDs, codeHashes := make([]string, n), make([][]byte, n)
+	for i := range n {
+		id, ch := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
+		tok := secret.NewToken("")
+		code := fmt.Sprintf("%06d", mrand.IntN(1_000_000))
+		out[i] = codeLink{token: tok, code: code}
+		linkIDs[i], hashes[i], sealed[i] = id, keys.LookupHash(tok), keys.Seal([]byte(tok), []byte(id))
+		chIDs[i], codeHashes[i] = ch, keys.OTPHash(ch, code)
+	}
+	b := &pgx.Batch{}
+	b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient, targets, expires_at)
+		SELECT id, $2, h, s, 'view', 'sms_otp', '+15555550100', $5, now() + interval '1 day'
+		FROM unnest($1::uuid[], $3::bytea[], $4::bytea[]) AS t(id, h, s)`, linkIDs, ownerID, hashes, sealed, benchTargets)
+	b.Queue(`INSERT INTO otp_challenges (id, link_id, channel, recipient, status, code_hash, sent_at, expires_at)
+		SELECT c, l, 'sms', '+15555550100', 'sent', h, now(), now() + interval '30 minutes'
+		FROM unnest($1::uuid[], $2::uuid[], $3::bytea[]) AS t(c, l, h)`, chIDs, linkIDs, codeHashes)
+	if err := pool.SendBatch(ctx, b).Close(); err != nil {
+		return nil, fmt.Errorf("seed code links: %w", err)
+	}
+	return out, nil
 }
