@@ -360,17 +360,24 @@ func atoi(s string) int {
 	return n
 }
 
-func TestWrongCodesLockTheChallenge(t *testing.T) {
-	t.Parallel()
+// codeSent starts a stack with a notifier mailing to an SMTP sink, makes
+// an email-code link for to, requests its code and returns it as mailed.
+func codeSent(t *testing.T, to string) (*testkit.Stack, created, string) {
+	t.Helper()
 	st := testkit.NewStack(t, "", "")
 	key := st.OwnerKey(t, "o")
 	srv := testkit.StartSMTP(t)
 	startNotifier(t, st, notifierOpts{smtp: srv})
-	l := createLink(t, st, key, emailOTP("eve@example.com"), false)
+	l := createLink(t, st, key, emailOTP(to), false)
 	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
 		t.Fatal(r.Status)
 	}
-	code := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	return st, l, codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+}
+
+func TestWrongCodesLockTheChallenge(t *testing.T) {
+	t.Parallel()
+	st, l, code := codeSent(t, "eve@example.com")
 	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
 	var last string
 	for range 5 {
@@ -397,15 +404,7 @@ func TestWrongCodesLockTheChallenge(t *testing.T) {
 // allowed number is ever compared, however many arrive together.
 func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
 	t.Parallel()
-	st := testkit.NewStack(t, "", "")
-	key := st.OwnerKey(t, "o")
-	srv := testkit.StartSMTP(t)
-	startNotifier(t, st, notifierOpts{smtp: srv})
-	l := createLink(t, st, key, emailOTP("mallory@example.com"), false)
-	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
-		t.Fatal(r.Status)
-	}
-	code := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	st, l, code := codeSent(t, "mallory@example.com")
 	const guesses = 40
 	results := make([]string, guesses)
 	var wg sync.WaitGroup
