@@ -22,36 +22,40 @@ const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status,
 
 // scanLink reads linkColumns, then any extra columns into extra.
 func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
-	var l link.Link
-	var targets []byte
-	dest := append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
-		&l.Recipient, &l.PasswordHash, &targets, &l.ExpiresAt, &l.MaxAccessCount,
-		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt}, extra...)
-	err := row.Scan(dest...)
+	var r linkRow
+	if err := row.Scan(r.dest(extra...)...); err != nil {
+		return link.Link{}, err
+	}
+	r.found = true
+	l, err := r.link()
 	if err != nil {
-		return l, err
+		return link.Link{}, err
 	}
-	if err := json.Unmarshal(targets, &l.Targets); err != nil {
-		return l, fmt.Errorf("decode targets of %s: %w", l.ID, err)
-	}
-	return l, nil
+	return *l, nil
 }
 
-// linkRow receives a linkColumns row in a batch callback, which must not
-// fail on its own decoding (see groupCommit): the targets are decoded
-// after the round, by link.
+// linkRow receives a linkColumns row. In a batch callback, which must not
+// fail on its own decoding (see groupCommit), scan reads the columns and
+// link decodes the targets after the round.
 type linkRow struct {
 	l       link.Link
 	targets []byte
 	found   bool
 }
 
+// dest lists the destinations of linkColumns, then extra.
+func (r *linkRow) dest(extra ...any) []any {
+	l := &r.l
+	return append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
+		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
+		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt}, extra...)
+}
+
+// scan is a batch callback: no row is not an error, and an attempt that
+// is repeated starts from nothing.
 func (r *linkRow) scan(row pgx.Row) error {
 	*r = linkRow{}
-	l := &r.l
-	err := row.Scan(&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
-		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
-		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt)
+	err := row.Scan(r.dest()...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}
