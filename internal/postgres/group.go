@@ -112,7 +112,15 @@ func (g *groupCommit) drain(own *groupJob) {
 		g.commit(round)
 
 		if own != nil && finished(own) {
-			go g.drain(nil)
+			g.mu.Lock()
+			idle := len(g.pending) == 0
+			if idle {
+				g.active--
+			}
+			g.mu.Unlock()
+			if !idle {
+				go g.drain(nil)
+			}
 			return
 		}
 	}
