@@ -61,12 +61,13 @@ func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
 	}
 	r.Body.Close()
 	// One write, so the group commit histogram has an observation.
-	req, _ = http.NewRequest("POST", base+"/v1/links", strings.NewReader(`{"links":[{
+	// Its own request: req is sent again below, and a spent body must not be.
+	create, _ := http.NewRequest("POST", base+"/v1/links", strings.NewReader(`{"links":[{
 		"targets":[{"id":"a","type":"file","url":"https://example.com/a"}],
 		"link_type":"view","expires_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}]}`))
-	req.Header.Set("Authorization", "Bearer "+key)
-	req.Header.Set("Content-Type", "application/json")
-	if r, err = http.DefaultClient.Do(req); err != nil || r.StatusCode != 201 {
+	create.Header.Set("Authorization", "Bearer "+key)
+	create.Header.Set("Content-Type", "application/json")
+	if r, err = http.DefaultClient.Do(create); err != nil || r.StatusCode != 201 {
 		t.Fatalf("create a link: %v %v", r, err)
 	}
 	r.Body.Close()
