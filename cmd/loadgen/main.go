@@ -126,7 +126,7 @@ type bench struct {
 	seedRate float64 // rows/s of the million-link COPY
 	// bareAcross is the bare access-count UPDATE across the million links,
 	// kept for verify-by-code (measured in the otp scenario).
-	bareAcross result
+	bareAcross measured
 	jsCeiling  result // (c), when measured
 
 	nc *nats.Conn

@@ -91,6 +91,23 @@ func (b *bench) snapDB(ctx context.Context) dbSnap {
 // successful operation cost the machine: CPU per process, commits and WAL
 // flushes. The CPU outside our processes is mostly Postgres.
 func (b *bench) costed(ctx context.Context, fn func() result) (result, string) {
+	res, c := b.costedCPU(ctx, fn)
+	return res, c.note
+}
+
+// cpuCost is what one operation of a run cost each process, in CPU ms.
+type cpuCost struct {
+	api, notifier, reaper, loadgen, postgres, shared float64
+	note                                             string
+}
+
+// outsideDB is the CPU an operation cost everywhere but Postgres: the
+// services, the load generator's client and NATS.
+func (c cpuCost) outsideDB() float64 { return c.api + c.notifier + c.reaper + c.loadgen }
+
+// costedCPU is costed with the CPU per operation as numbers too (all zero
+// when nothing succeeded).
+func (b *bench) costedCPU(ctx context.Context, fn func() result) (result, cpuCost) {
 	b.settle(ctx, 60*time.Second)
 	// Postgres backends publish their counters about once a second: over
 	// runs of thousands of operations the lag at both ends roughly cancels.
@@ -101,21 +118,22 @@ func (b *bench) costed(ctx context.Context, fn func() result) (result, string) {
 	tail := b.settle(ctx, 60*time.Second)
 	cpu1, db1 := b.snapCPU(ctx), b.snapDB(ctx)
 	if res.ok == 0 {
-		return res, ""
+		return res, cpuCost{}
 	}
 	per := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(res.ok) }
 	dd := delta(cpu0, cpu1)
 	proc := func(name string) float64 { return per(dd[name]) }
 	total := proc("machine")
-	api, nt, rp, lg, pg, sh := proc("api"), proc("notifier"), proc("reaper"), proc("loadgen+nats"), proc("postgres"), proc("pg shared")
-	note := fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f",
-		api, nt, rp, pg, sh, lg, max(total-api-nt-rp-lg-pg-sh, 0),
+	c := cpuCost{api: proc("api"), notifier: proc("notifier"), reaper: proc("reaper"), loadgen: proc("loadgen+nats"),
+		postgres: proc("postgres"), shared: proc("pg shared")}
+	c.note = fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f",
+		c.api, c.notifier, c.reaper, c.postgres, c.shared, c.loadgen, max(total-c.outsideDB()-c.postgres-c.shared, 0),
 		float64(db1.commits-db0.commits)/float64(res.ok), float64(db1.walSync-db0.walSync)/float64(res.ok))
-	note += "; " + busy
+	c.note += "; " + busy
 	if tail > 300*time.Millisecond {
-		note += fmt.Sprintf("; pipeline caught up %.1f s after the run", tail.Seconds())
+		c.note += fmt.Sprintf("; pipeline caught up %.1f s after the run", tail.Seconds())
 	}
-	return res, note
+	return res, c
 }
 
 // natsConnect connects the bench's own client.
