@@ -23,6 +23,7 @@ type RelayMetrics struct {
 	Pending   prometheus.Gauge
 	Published *prometheus.CounterVec
 	Lag       prometheus.Histogram
+	Claimed   prometheus.Histogram
 }
 
 // NewRelayMetrics registers the relay metrics on reg.
@@ -39,8 +40,13 @@ func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
 			Help:    "Time from outbox row commit to JetStream publish ack.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 5, 30, 120, 600},
 		}),
+		Claimed: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sharelinks_outbox_claim_rows",
+			Help:    "Outbox rows per relay claim that found any: how well a busy relay gathers commits (Spacing).",
+			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000},
+		}),
 	}
-	reg.MustRegister(m.Pending, m.Published, m.Lag)
+	reg.MustRegister(m.Pending, m.Published, m.Lag, m.Claimed)
 	return m
 }
 
@@ -67,6 +73,11 @@ type Relay struct {
 	Poll time.Duration
 	// AckTimeout bounds the wait for a batch's publish acks.
 	AckTimeout time.Duration
+	// Spacing is the least time between the starts of one loop's woken
+	// flushes. An idle relay publishes the moment it is woken; a busy one
+	// (woken by every commit) gathers the rows of several commits into one
+	// claim instead of paying a claim transaction for every two or three.
+	Spacing time.Duration
 
 	sampled time.Time // last pending-gauge sample (gauge loop only)
 }
@@ -75,7 +86,7 @@ type Relay struct {
 func NewRelay(pool *pgxpool.Pool, js jetstream.JetStream, log *slog.Logger, m *RelayMetrics) *Relay {
 	return &Relay{
 		pool: pool, js: js, log: log, metrics: m, wake: make(chan struct{}, 1),
-		Batch: 1000, Parallel: 2, Poll: time.Second, AckTimeout: 5 * time.Second,
+		Batch: 1000, Parallel: 2, Poll: time.Second, AckTimeout: 5 * time.Second, Spacing: relaySpacing,
 	}
 }
 
@@ -86,6 +97,14 @@ func (r *Relay) Wake() {
 	default:
 	}
 }
+
+// relaySpacing was measured with make bench (BENCHMARKS.md, session 5),
+// alternating 5 ms and none back to back, 16 clients: create 0.85 and
+// 0.97 of its ceiling against 0.71 and 0.76 (api and Postgres CPU per link
+// both down by a quarter); verify / open across a million links 0.34 /
+// 0.40 and 0.33 / 0.34 against 0.35 / 0.36 and 0.28 / 0.28. An event
+// waits at most this much longer, and only while the relay is busy.
+const relaySpacing = 5 * time.Millisecond
 
 // recentWindow is how far back a woken flush starts scanning. Ids are
 // UUIDv7 (time-ordered), so rows committed in the last moments sort after
@@ -117,13 +136,22 @@ func (r *Relay) loop(ctx context.Context, gauge bool) {
 	t := time.NewTicker(r.Poll)
 	defer t.Stop()
 	backoff := time.Duration(0)
+	var last time.Time // start of this loop's last woken flush
 	for {
 		from := ""
 		select {
 		case <-ctx.Done():
 			return
 		case <-r.wake:
-			from = floorID(time.Now().Add(-recentWindow))
+			if wait := r.Spacing - time.Since(last); wait > 0 {
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+			last = time.Now()
+			from = floorID(last.Add(-recentWindow))
 		case <-t.C:
 			if gauge {
 				r.updatePending(ctx)
@@ -231,6 +259,9 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 	}
 	if err != nil {
 		return 0, "", fmt.Errorf("claim outbox rows: %w", err)
+	}
+	if len(batch) > 0 {
+		r.metrics.Claimed.Observe(float64(len(batch)))
 	}
 	last := ""
 	if len(batch) == r.Batch {

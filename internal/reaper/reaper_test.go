@@ -8,11 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/postgres"
@@ -372,5 +374,66 @@ func TestRelaySkipsAnUnreadableRow(t *testing.T) {
 	}
 	if info, err := stream.Info(ctx); err != nil || info.State.Msgs != 10 {
 		t.Fatalf("stream: %+v %v, want the 10 expired events", info, err)
+	}
+}
+
+// A busy relay is woken by every commit. With Spacing it gathers the rows
+// committed while it waits into one claim, where it used to pay a claim
+// transaction for each; an idle relay still publishes at once.
+func TestBusyRelayGathersCommitsIntoOneClaim(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	js, _ := newRelay(t, b)
+	m := events.NewRelayMetrics(prometheus.NewRegistry())
+	relay := events.NewRelay(b.pool, js, quiet, m)
+	relay.Parallel = 1
+	relay.Poll = time.Hour // only wakes flush
+	relay.Spacing = 2 * time.Second
+	done := make(chan error, 1)
+	go func() { done <- relay.Run(ctx) }()
+
+	commit := func() {
+		t.Helper()
+		id := uuid.Must(uuid.NewV7()).String()
+		if _, err := b.pool.Exec(ctx, `INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3)`,
+			id, events.SubjectPrefix+events.LinkCreated, []byte(`{"id":"`+id+`"}`)); err != nil {
+			t.Fatal(err)
+		}
+		relay.Wake()
+	}
+	drained := func() {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for count(t, b, `SELECT count(*) FROM outbox`) > 0 {
+			if time.Now().After(deadline) {
+				t.Fatal("outbox not drained")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	start := time.Now()
+	commit()
+	drained()
+	if took := time.Since(start); took >= relay.Spacing {
+		t.Fatalf("an idle relay took %v to publish, as long as its spacing", took)
+	}
+	// Five commits, each waking the relay, well inside one spacing.
+	for range 5 {
+		commit()
+		time.Sleep(20 * time.Millisecond)
+	}
+	drained()
+	var h dto.Metric
+	if err := m.Claimed.Write(&h); err != nil {
+		t.Fatal(err)
+	}
+	if n, rows := h.GetHistogram().GetSampleCount(), h.GetHistogram().GetSampleSum(); n != 2 || rows != 6 {
+		t.Fatalf("%d claims for %v rows, want 2 claims (1 row, then the 5 gathered)", n, rows)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
