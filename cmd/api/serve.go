@@ -117,6 +117,13 @@ func serve(ctx context.Context, args []string) error {
 
 	reg := obs.NewRegistry(version)
 	relay := events.NewRelay(pool, js, log, events.NewRelayMetrics(reg))
+	// The api's relay is woken by every request's commit: one loop
+	// gathers more rows per claim than two taking turns. Measured with
+	// make bench, alternating (BENCHMARKS.md, session 5): verify / open
+	// across a million links 0.40 / 0.43 and 0.38 / 0.42 of the bare UPDATE
+	// with one loop, 0.33 / 0.38 and 0.32 / 0.37 with two. The workers'
+	// relays keep two loops for the reaper's bursts.
+	relay.Parallel = 1
 	store := postgres.NewStore(pool, relay.Wake)
 	store.InstrumentGroupCommit(reg)
 	signer, err := grant.NewSigner(c.Keys.GrantKey(), strings.TrimRight(c.PublicBaseURL, "/"), c.GrantTTL)
