@@ -58,7 +58,19 @@ func TestStartNATSKeepsStreamsAcrossRestart(t *testing.T) {
 	stop()
 	stop() // idempotent
 
-	url2, stop2, err := StartNATS(dir, WithNATSPort(port))
+	// The stopped server's sockets can hold the port for a moment after
+	// stop returns (seen once in CI: "address already in use" 50 ms
+	// later), as a dev stack restarted at once would see too: retry.
+	var (
+		url2  string
+		stop2 func()
+	)
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		url2, stop2, err = StartNATS(dir, WithNATSPort(port))
+		if err == nil || !strings.Contains(err.Error(), "is not free") || time.Now().After(deadline) {
+			break
+		}
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
