@@ -16,11 +16,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/compose"
 	"github.com/sharelinks/sharelinks/internal/delivery"
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/mail"
 	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/secret"
 	"github.com/sharelinks/sharelinks/internal/sms"
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
@@ -373,6 +375,63 @@ func codeSent(t *testing.T, to string) (*testkit.Stack, created, string) {
 		t.Fatal(r.Status)
 	}
 	return st, l, codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+}
+
+// A code verify whose challenge can take an attempt reads the link and
+// charges the attempt in one statement; a challenge that cannot (out of
+// attempts, used) is charged nothing there, and the full path says why.
+func TestChargeCodeReadsAndChargesInOneStatement(t *testing.T) {
+	t.Parallel()
+	st, l, code := codeSent(t, "fay@example.com")
+	ctx := context.Background()
+	hash := st.Keys.LookupHash(strings.TrimPrefix(l.path(), "/s/"))
+	wrongCodes := func() (n int, status string) {
+		t.Helper()
+		if err := st.Pool.QueryRow(ctx, `SELECT wrong_codes, status FROM otp_challenges`).Scan(&n, &status); err != nil {
+			t.Fatal(err)
+		}
+		return n, status
+	}
+	got, ch, err := st.Store.ChargeCode(ctx, hash, 5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.ID != l.ID || ch.LinkID != l.ID || ch.WrongCodes != 1 || !secret.Equal(st.Keys.OTPHash(ch.ID, code), ch.CodeHash) {
+		t.Fatalf("charged link %s challenge %+v, want link %s, 1 attempt, the sent code's hash", got.ID, ch, l.ID)
+	}
+	if n, _ := wrongCodes(); n != 1 {
+		t.Fatalf("%d attempts counted, want 1", n)
+	}
+	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET wrong_codes = 5`); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Store.ChargeCode(ctx, hash, 5); apperr.CodeOf(err) != apperr.NotFound {
+		t.Fatalf("out of attempts: %v, want not found", err)
+	}
+	if n, _ := wrongCodes(); n != 5 {
+		t.Fatalf("out of attempts: %d counted, want 5", n)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_locked" {
+		t.Fatalf("out of attempts through the API: %d %s", r.Status, r.Body)
+	}
+	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET wrong_codes = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
+		t.Fatalf("right code: %d %s", r.Status, r.Body)
+	}
+	if n, status := wrongCodes(); n != 1 || status != "verified" {
+		t.Fatalf("after the right code: %d attempts, %s; want 1, verified", n, status)
+	}
+	if _, _, err := st.Store.ChargeCode(ctx, hash, 5); apperr.CodeOf(err) != apperr.NotFound {
+		t.Fatalf("used challenge: %v, want not found", err)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_used" {
+		t.Fatalf("used code through the API: %d %s", r.Status, r.Body)
+	}
+	if n, _ := wrongCodes(); n != 1 {
+		t.Fatalf("a used challenge was charged: %d attempts", n)
+	}
 }
 
 func TestWrongCodesLockTheChallenge(t *testing.T) {

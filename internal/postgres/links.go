@@ -53,9 +53,13 @@ func (r *linkRow) dest(extra ...any) []any {
 
 // scan is a batch callback: no row is not an error, and an attempt that
 // is repeated starts from nothing.
-func (r *linkRow) scan(row pgx.Row) error {
+func (r *linkRow) scan(row pgx.Row) error { return r.scanExtra(row) }
+
+// scanExtra is scan with extra columns after the link's; the caller
+// resets what they point to.
+func (r *linkRow) scanExtra(row pgx.Row, extra ...any) error {
 	*r = linkRow{}
-	err := row.Scan(r.dest()...)
+	err := row.Scan(r.dest(extra...)...)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
 	}

@@ -119,6 +119,53 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 		CodeHash: codeHash, WrongCodes: *wrong, ExpiresAt: *expires}, nil
 }
 
+// chargeCodeSQL charges an attempt to the newest challenge of the OTP
+// link whose token hashes to $1 when that challenge can take one (its code
+// sent, not used, not expired, under the limit $2), and returns the link
+// with the challenge's id, code hash and attempts used.
+var chargeCodeSQL = `
+	WITH l AS (
+		SELECT ` + linkColumns + ` FROM links
+		WHERE token_hash = $1 AND status = 'active' AND expires_at > now() AND auth_type IN ('email_otp', 'sms_otp')
+	), ch AS (
+		UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
+		WHERE id = (SELECT c.id FROM otp_challenges c, l WHERE c.link_id = l.id::uuid ORDER BY c.created_at DESC LIMIT 1)
+			AND status IN ('pending', 'sent') AND code_hash IS NOT NULL AND wrong_codes < $2 AND expires_at > now()
+		RETURNING id::text, code_hash, wrong_codes
+	)
+	SELECT l.*, ch.* FROM l, ch`
+
+// ChargeCode is a code verify's read and charge in one statement (and one
+// group commit): the OTP link whose token hashes to tokenHash, and its
+// newest challenge with this attempt counted. When there is nothing to
+// charge (no such live OTP link; no challenge, or one locked, used,
+// expired, unsent or out of attempts) it is LinkNotFound and charges
+// nothing: the caller then takes the full path, which tells these apart.
+func (s *Store) ChargeCode(ctx context.Context, tokenHash []byte, limit int) (link.Link, link.Challenge, error) {
+	var (
+		row linkRow
+		ch  link.Challenge
+	)
+	err := s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
+		b.Queue(chargeCodeSQL, tokenHash, limit).QueryRow(func(r pgx.Row) error {
+			ch = link.Challenge{}
+			return row.scanExtra(r, &ch.ID, &ch.CodeHash, &ch.WrongCodes)
+		})
+	})
+	if err != nil {
+		return link.Link{}, link.Challenge{}, fmt.Errorf("charge code: %w", err)
+	}
+	l, err := row.link()
+	if err != nil {
+		return link.Link{}, link.Challenge{}, err
+	}
+	if l == nil {
+		return link.Link{}, link.Challenge{}, apperr.LinkNotFound()
+	}
+	ch.LinkID = l.ID
+	return *l, ch, nil
+}
+
 // ChargeCodeAttempt counts a code attempt before it is checked and returns
 // the attempts used; a challenge out of attempts is locked.
 func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error) {
