@@ -73,17 +73,19 @@ func (b *bench) settle(ctx context.Context, limit time.Duration) time.Duration {
 	return time.Since(start)
 }
 
-// dbSnap are cumulative Postgres counters: commits in the bench database
-// and WAL flushes of the whole cluster (other databases included).
+// dbSnap are cumulative Postgres counters: commits in the bench database,
+// and WAL flushes and full-page images of the whole cluster (other
+// databases included).
 type dbSnap struct {
 	commits int64
 	walSync int64
+	walFPI  int64
 }
 
 func (b *bench) snapDB(ctx context.Context) dbSnap {
 	var s dbSnap
 	_ = b.st.pool.QueryRow(ctx, `SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()`).Scan(&s.commits)
-	_ = b.st.pool.QueryRow(ctx, `SELECT wal_sync FROM pg_stat_wal`).Scan(&s.walSync)
+	_ = b.st.pool.QueryRow(ctx, `SELECT wal_sync, wal_fpi FROM pg_stat_wal`).Scan(&s.walSync, &s.walFPI)
 	return s
 }
 
@@ -126,9 +128,9 @@ func (b *bench) costedCPU(ctx context.Context, fn func() result) (result, cpuCos
 	total := proc("machine")
 	c := cpuCost{api: proc("api"), notifier: proc("notifier"), reaper: proc("reaper"), loadgen: proc("loadgen+nats"),
 		postgres: proc("postgres"), shared: proc("pg shared")}
-	c.note = fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f",
+	c.note = fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f; full-page images/op %.2f",
 		c.api, c.notifier, c.reaper, c.postgres, c.shared, c.loadgen, max(total-c.outsideDB()-c.postgres-c.shared, 0),
-		float64(db1.commits-db0.commits)/float64(res.ok), float64(db1.walSync-db0.walSync)/float64(res.ok))
+		float64(db1.commits-db0.commits)/float64(res.ok), float64(db1.walSync-db0.walSync)/float64(res.ok), float64(db1.walFPI-db0.walFPI)/float64(res.ok))
 	c.note += "; " + busy
 	if tail > 300*time.Millisecond {
 		c.note += fmt.Sprintf("; pipeline caught up %.1f s after the run", tail.Seconds())
