@@ -115,7 +115,8 @@ func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, erro
 }
 
 // PurgeEnded deletes links that ended more than retention ago, with their
-// rows (cascade), writing link.purged for each (see sweepEvents).
+// rows (their sessions here, the rest by cascade), writing link.purged for
+// each (see sweepEvents).
 func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error) {
 	q := `
 		WITH swept AS (
@@ -123,6 +124,9 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 				SELECT id FROM links WHERE ended_at IS NOT NULL AND ended_at < now() - $3 * interval '1 second'
 				LIMIT $1 FOR UPDATE SKIP LOCKED))
 			RETURNING id AS link_id, owner_id
+		), sessions AS (
+			-- Sessions have no foreign key (migration 006): the purge ends them.
+			DELETE FROM access_sessions WHERE link_id IN (SELECT link_id FROM swept)
 		)` + sweepEvents(events.LinkPurged)
 	var n int
 	if err := s.pool.QueryRow(ctx, q, batch, events.SubjectPrefix+events.LinkPurged, retention.Seconds()).Scan(&n); err != nil {

@@ -188,9 +188,21 @@ func TestPurgeAfterRetention(t *testing.T) {
 	if _, err := b.pool.Exec(context.Background(), `UPDATE links SET ended_at = now() - interval '2 hours' WHERE id IN (SELECT id FROM links LIMIT 4)`); err != nil {
 		t.Fatal(err)
 	}
+	// A session on every link: the purged links' go with them (sessions
+	// have no foreign key to cascade), the others' stay.
+	if _, err := b.pool.Exec(context.Background(), `INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
+		SELECT sharelinks_uuid_v7(), id, sha256(id::text::bytea), now() + interval '1 hour' FROM links`); err != nil {
+		t.Fatal(err)
+	}
 	r.RunOnce(context.Background())
 	if n := count(t, b, `SELECT count(*) FROM links`); n != 6 {
 		t.Fatalf("%d links left, want 6", n)
+	}
+	if n := count(t, b, `SELECT count(*) FROM access_sessions s WHERE NOT EXISTS (SELECT 1 FROM links l WHERE l.id = s.link_id)`); n != 0 {
+		t.Fatalf("%d sessions of purged links left", n)
+	}
+	if n := count(t, b, `SELECT count(*) FROM access_sessions`); n != 6 {
+		t.Fatalf("%d sessions left, want the 6 of the links kept", n)
 	}
 	if n := count(t, b, `SELECT count(*) FROM `+outboxEvents+` WHERE subject = 'sharelinks.events.link.purged'`); n != 4 {
 		t.Fatalf("%d purged events, want 4", n)
