@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -17,11 +18,12 @@ func (c *CachedKeys) Listening() bool {
 // GroupCommit is the group commit, for tests.
 type GroupCommit = groupCommit
 
-// NewGroupCommit returns a group commit with slots rounds in flight that
+// NewGroupCommit returns a group commit with slots rounds in flight (a
+// further one starting once the one out has been out for overlap) that
 // reports each round's size to observe.
-func NewGroupCommit(pool *pgxpool.Pool, slots int, observe func(jobs int)) *GroupCommit {
+func NewGroupCommit(pool *pgxpool.Pool, slots int, overlap time.Duration, observe func(jobs int)) *GroupCommit {
 	g := newGroupCommit(pool, func() {})
-	g.slots, g.observe = slots, observe
+	g.slots, g.overlap, g.observe = slots, overlap, observe
 	return g
 }
 

@@ -29,6 +29,13 @@ type groupBundle struct {
 
 func setupGroup(t *testing.T) *groupBundle {
 	t.Helper()
+	return setupGroupSlots(t, 1, 0)
+}
+
+// setupGroupSlots is setupGroup with slots rounds in flight, a further
+// one starting once the round out has been out for overlap.
+func setupGroupSlots(t *testing.T, slots int, overlap time.Duration) *groupBundle {
+	t.Helper()
 	ctx := context.Background()
 	pool, err := pgxpool.New(ctx, testkit.Database(t))
 	if err != nil {
@@ -39,7 +46,7 @@ func setupGroup(t *testing.T) *groupBundle {
 		t.Fatal(err)
 	}
 	b := &groupBundle{pool: pool}
-	b.group = postgres.NewGroupCommit(pool, 1, func(n int) {
+	b.group = postgres.NewGroupCommit(pool, slots, overlap, func(n int) {
 		b.mu.Lock()
 		defer b.mu.Unlock()
 		b.rounds = append(b.rounds, n)
@@ -126,6 +133,64 @@ func TestGroupCommitIsolatesARejectedRequest(t *testing.T) {
 	defer b.mu.Unlock()
 	if !slices.Equal(b.rounds, []int{1, n}) {
 		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
+	}
+}
+
+// With a second slot free, requests that come while a round is out still
+// wait for the next round and share it, rather than each opening a round
+// (a round trip and a commit) of its own beside it.
+func TestGroupCommitWaitersShareTheNextRound(t *testing.T) {
+	t.Parallel()
+	b := setupGroupSlots(t, 2, time.Minute)
+	wait := b.holdRound(t)
+	const n = 5
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() { errs[i] = b.group.Run(context.Background(), nil, insert(i)) })
+	}
+	testkit.Eventually(t, 5*time.Second, func() bool { return b.group.Pending() == n }, "all %d requests waiting", n)
+	wait()
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !slices.Equal(b.rounds, []int{1, n}) {
+		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
+	}
+}
+
+// A round that is slow (here a 0.3 s statement) does not hold up the
+// requests behind it for longer than the overlap: one of them starts a
+// round in the second slot.
+func TestGroupCommitOverlapsASlowRound(t *testing.T) {
+	t.Parallel()
+	b := setupGroupSlots(t, 2, 20*time.Millisecond)
+	sent, held := make(chan struct{}), make(chan error, 1)
+	go func() {
+		held <- b.group.Run(context.Background(), nil, func(batch *pgx.Batch) {
+			batch.Queue(`SELECT pg_sleep(0.3)`)
+			close(sent)
+		})
+	}()
+	<-sent
+	if err := b.group.Run(context.Background(), nil, insert(1)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-held:
+		t.Fatalf("the request waited for the slow round to end (%v)", err)
+	default:
+	}
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if got := b.ids(t); !slices.Equal(got, []int{1}) {
+		t.Errorf("rows %v", got)
 	}
 }
 
