@@ -27,6 +27,15 @@ type result struct {
 	firstErr error
 }
 
+// merge adds o's operations, failures, wall time and latencies to r's.
+func (r result) merge(o result) result {
+	r.ok, r.failed, r.elapsed = r.ok+o.ok, r.failed+o.failed, r.elapsed+o.elapsed
+	r.lat = append(slices.Clip(r.lat), o.lat...)
+	slices.Sort(r.lat)
+	r.firstErr = cmp.Or(r.firstErr, o.firstErr)
+	return r
+}
+
 // rate is successful operations per second of wall time.
 func (r result) rate() float64 {
 	if r.elapsed <= 0 {

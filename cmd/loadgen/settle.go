@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"sort"
 	"strings"
 	"sync"
@@ -36,39 +37,33 @@ func (b *bench) consumerBacklog(ctx context.Context) (uint64, error) {
 	return pending, nil
 }
 
-// relaysPending sums the relays' own outbox_pending gauges (each relay
-// refreshes its gauge once a second).
-func (b *bench) relaysPending(ctx context.Context) float64 {
-	var sum float64
-	for _, addr := range b.st.metricsAddr {
-		if v, err := metric(ctx, addr, "sharelinks_outbox_pending", ""); err == nil {
-			sum += v
-		}
-	}
-	return sum
-}
-
 // settle waits until the pipeline has caught up, so a run is neither
 // helped nor hurt by the previous one's leftovers, and so the CPU a run
-// costs includes what it made the relay and the consumers do. It polls
-// JetStream and the relays' gauges, and asks Postgres only to confirm:
-// counting unpublished outbox rows is not free (see BENCHMARKS.md). It
-// returns how long that took.
+// costs includes what it made the relay and the consumers do, and little
+// else. The outbox is empty once every row committed before the check was
+// published (a relay deletes a row only after JetStream stored its
+// events), and the consumers' backlog, checked after it, then holds all of
+// them. Postgres is asked only once JetStream has nothing pending: counting
+// outbox rows is not free (see BENCHMARKS.md). The relays' own
+// outbox_pending gauges are not used: each refreshes at most every 10 s,
+// which held every settle up to that long. It returns how long it took.
 func (b *bench) settle(ctx context.Context, limit time.Duration) time.Duration {
 	start := time.Now()
 	for ctx.Err() == nil {
 		p, err := b.consumerBacklog(ctx)
-		if err == nil && p == 0 && b.relaysPending(ctx) == 0 {
+		if err == nil && p == 0 {
 			var outbox int
 			if err := b.st.pool.QueryRow(ctx, b.st.pendingSQL).Scan(&outbox); err == nil && outbox == 0 {
-				return time.Since(start)
+				if p, err := b.consumerBacklog(ctx); err == nil && p == 0 {
+					return time.Since(start)
+				}
 			}
 		}
 		if time.Since(start) > limit {
 			b.log.Warn("pipeline did not settle", "consumer_pending", p, "after", limit)
 			return time.Since(start)
 		}
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(50 * time.Millisecond)
 	}
 	return time.Since(start)
 }
@@ -110,32 +105,70 @@ func (c cpuCost) outsideDB() float64 { return c.api + c.notifier + c.reaper + c.
 // costedCPU is costed with the CPU per operation as numbers too (all zero
 // when nothing succeeded).
 func (b *bench) costedCPU(ctx context.Context, fn func() result) (result, cpuCost) {
+	res, c := b.costRun(ctx, fn)
+	return res, c.perOp(res.ok)
+}
+
+// runCost is what a run cost the machine, as totals, so that the slices of
+// an interleaved run (see interleave) add up to one.
+type runCost struct {
+	cpu                      map[string]time.Duration
+	commits, walSync, walFPI int64
+	waits                    map[string]int
+	tail                     time.Duration // the longest catch-up after a slice
+}
+
+// add adds o's totals to c.
+func (c *runCost) add(o runCost) {
+	if c.cpu == nil {
+		c.cpu, c.waits = map[string]time.Duration{}, map[string]int{}
+	}
+	for k, v := range o.cpu {
+		c.cpu[k] += v
+	}
+	for k, v := range o.waits {
+		c.waits[k] += v
+	}
+	c.commits, c.walSync, c.walFPI = c.commits+o.commits, c.walSync+o.walSync, c.walFPI+o.walFPI
+	c.tail = max(c.tail, o.tail)
+}
+
+// costRun runs fn between two settled states and totals what it cost.
+func (b *bench) costRun(ctx context.Context, fn func() result) (result, runCost) {
 	b.settle(ctx, 60*time.Second)
 	// Postgres backends publish their counters about once a second: over
 	// runs of thousands of operations the lag at both ends roughly cancels.
 	cpu0, db0 := b.snapCPU(ctx), b.snapDB(ctx)
 	waits := b.startWaits(ctx)
 	res := fn()
-	busy := waits.finish()
+	counts := waits.finish()
 	tail := b.settle(ctx, 60*time.Second)
 	cpu1, db1 := b.snapCPU(ctx), b.snapDB(ctx)
-	if res.ok == 0 {
-		return res, cpuCost{}
+	return res, runCost{cpu: delta(cpu0, cpu1), commits: db1.commits - db0.commits, walSync: db1.walSync - db0.walSync,
+		walFPI: db1.walFPI - db0.walFPI, waits: counts, tail: tail}
+}
+
+// perOp describes c per operation of ops.
+func (c runCost) perOp(ops int) cpuCost {
+	if ops == 0 {
+		return cpuCost{}
 	}
-	per := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(res.ok) }
-	dd := delta(cpu0, cpu1)
-	proc := func(name string) float64 { return per(dd[name]) }
+	per := func(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) / float64(ops) }
+	proc := func(name string) float64 { return per(c.cpu[name]) }
 	total := proc("machine")
-	c := cpuCost{api: proc("api"), notifier: proc("notifier"), reaper: proc("reaper"), loadgen: proc("loadgen+nats"),
+	cc := cpuCost{api: proc("api"), notifier: proc("notifier"), reaper: proc("reaper"), loadgen: proc("loadgen+nats"),
 		postgres: proc("postgres"), shared: proc("pg shared")}
-	c.note = fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f; full-page images/op %.2f",
-		c.api, c.notifier, c.reaper, c.postgres, c.shared, c.loadgen, max(total-c.outsideDB()-c.postgres-c.shared, 0),
-		float64(db1.commits-db0.commits)/float64(res.ok), float64(db1.walSync-db0.walSync)/float64(res.ok), float64(db1.walFPI-db0.walFPI)/float64(res.ok))
-	c.note += "; " + busy
-	if tail > 300*time.Millisecond {
-		c.note += fmt.Sprintf("; pipeline caught up %.1f s after the run", tail.Seconds())
+	n := float64(ops)
+	cc.note = fmt.Sprintf("CPU ms/op: api %.2f, notifier %.2f, reaper %.2f, postgres %.2f (+ shared %.2f), loadgen+nats %.2f, not ours %.2f; xacts/op %.1f; WAL flushes/op %.2f; full-page images/op %.2f",
+		cc.api, cc.notifier, cc.reaper, cc.postgres, cc.shared, cc.loadgen, max(total-cc.outsideDB()-cc.postgres-cc.shared, 0),
+		float64(c.commits)/n, float64(c.walSync)/n, float64(c.walFPI)/n)
+	if busy := describeWaits(c.waits); busy != "" {
+		cc.note += "; " + busy
 	}
-	return res, c
+	if c.tail > 300*time.Millisecond {
+		cc.note += fmt.Sprintf("; pipeline caught up %.1f s after the run", c.tail.Seconds())
+	}
+	return cc
 }
 
 // natsConnect connects the bench's own client.
@@ -241,13 +274,22 @@ func (b *bench) startWaits(ctx context.Context) *waitSampler {
 	return w
 }
 
-// finish stops sampling and describes the top states.
-func (w *waitSampler) finish() string {
+// finish stops sampling and returns how often each state was seen.
+func (w *waitSampler) finish() map[string]int {
 	close(w.stop)
 	<-w.done
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.total == 0 {
+	return maps.Clone(w.counts)
+}
+
+// describeWaits names the four states seen most, with their shares.
+func describeWaits(counts map[string]int) string {
+	total := 0
+	for _, v := range counts {
+		total += v
+	}
+	if total == 0 {
 		return ""
 	}
 	type kv struct {
@@ -255,7 +297,7 @@ func (w *waitSampler) finish() string {
 		v int
 	}
 	var all []kv
-	for k, v := range w.counts {
+	for k, v := range counts {
 		all = append(all, kv{k, v})
 	}
 	sort.Slice(all, func(i, j int) bool { return all[i].v > all[j].v })
@@ -264,7 +306,7 @@ func (w *waitSampler) finish() string {
 		if i == 4 {
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s %.0f%%", x.k, 100*float64(x.v)/float64(w.total)))
+		parts = append(parts, fmt.Sprintf("%s %.0f%%", x.k, 100*float64(x.v)/float64(total)))
 	}
 	return "busy backends: " + strings.Join(parts, ", ")
 }
