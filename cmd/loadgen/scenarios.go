@@ -1004,7 +1004,9 @@ const accessRounds = 3
 // share the machine's moments: this host's speed drifts by up to 2x
 // within minutes, invisibly (its hypervisor reports no steal time), and a
 // service measured at one moment against a ceiling measured half a minute
-// later moved the ratio with it (0.33 to 0.64 on the same code, one day).
+// later moved the ratio with it (verify across 1M: 0.33 in one full run,
+// 0.42-0.64 in the runs around it, on code that differed at most in the
+// group commit's rule).
 func (b *bench) interleave(ctx context.Context, rounds int, runs ...func() result) []measured {
 	res := make([]result, len(runs))
 	costs := make([]runCost, len(runs))

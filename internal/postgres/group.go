@@ -20,9 +20,9 @@ import (
 // pgx batch, which the server runs as one implicit transaction. A round
 // costs one round trip and one commit (one WAL flush) however many
 // requests it carries, and that commit is what a write request mostly
-// waits for. A request that finds a round slot free starts a round at
-// once, so a lone request waits for nothing; requests only share a round
-// when they would otherwise queue for the disk.
+// waits for. A request that finds no round in flight starts one at once,
+// so a lone request waits for nothing; requests only share a round when
+// they would otherwise queue for the disk (see run).
 //
 // Invariants:
 //   - a job's queue func is called once per attempt and must only queue
