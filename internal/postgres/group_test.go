@@ -80,6 +80,17 @@ func (b *groupBundle) holdRound(t *testing.T) (wait func()) {
 	}
 }
 
+// sharedOneRound checks that the held round was followed by one round
+// carrying all n requests that waited for it.
+func (b *groupBundle) sharedOneRound(t *testing.T, n int) {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !slices.Equal(b.rounds, []int{1, n}) {
+		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
+	}
+}
+
 func (b *groupBundle) ids(t *testing.T) []int {
 	t.Helper()
 	rows, err := b.pool.Query(context.Background(), `SELECT id FROM t ORDER BY id`)
@@ -129,11 +140,7 @@ func TestGroupCommitIsolatesARejectedRequest(t *testing.T) {
 	if got, want := b.ids(t), []int{0, 1, 2, 3, 4, 6, 7, 8, 9, 10}; !slices.Equal(got, want) {
 		t.Errorf("rows %v, want %v", got, want)
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !slices.Equal(b.rounds, []int{1, n}) {
-		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
-	}
+	b.sharedOneRound(t, n)
 }
 
 // With a second slot free, requests that come while a round is out still
@@ -157,11 +164,7 @@ func TestGroupCommitWaitersShareTheNextRound(t *testing.T) {
 			t.Errorf("request %d: %v", i, err)
 		}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if !slices.Equal(b.rounds, []int{1, n}) {
-		t.Errorf("rounds %v, want [1 %d]: the waiting requests should have shared one", b.rounds, n)
-	}
+	b.sharedOneRound(t, n)
 }
 
 // A round that is slow (here a 0.3 s statement) does not hold up the
