@@ -76,6 +76,26 @@ const CountAccessSet = `access_count = access_count + 1,
 		THEN now() ELSE ended_at END,
 	verify_attempts = 0, last_accessed_at = now(), updated_at = now()`
 
+// recordEventsSQL continues a WITH whose CTE "ev" inserted outbox rows of
+// one event each, RETURNING payload: it records those events in the audit
+// trail and enqueues their deliveries to subscribed webhooks (sent by the
+// dispatcher's poll) in the same statement, so the records consumer does
+// not take them (events.SelfRecordedTypes). The rows are read back from
+// the event JSON itself, so the trail holds exactly what was published.
+const recordEventsSQL = `, rec AS (
+		SELECT convert_from(payload, 'UTF8')::jsonb AS j, payload FROM ev
+	), au AS (
+		INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
+		SELECT (j->>'id')::uuid, (j->>'owner_id')::uuid, (j->>'link_id')::uuid, j->>'type',
+			(j->>'occurred_at')::timestamptz, j->'actor', coalesce(j->'data', '{}')
+		FROM rec
+	), wh AS (
+		INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
+		SELECT sharelinks_uuid_v7(), w.id, (rec.j->>'id')::uuid, rec.j->>'type', rec.payload
+		FROM rec JOIN webhooks w ON w.owner_id = (rec.j->>'owner_id')::uuid AND w.deleted_at IS NULL
+			AND rec.j->>'type' = ANY (w.events)
+	)`
+
 // Access counts one access atomically, in one statement: the conditional
 // UPDATE re-checks the limit after any concurrent updater commits (Read
 // Committed re-evaluates the WHERE clause), so exactly max_access_count
@@ -137,7 +157,8 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 			UNION ALL
 			SELECT $10::uuid, $11, convert_to($12 || upd.access_count::text || $13, 'UTF8')
 			FROM upd WHERE upd.status = 'exhausted'
-		)
+			RETURNING payload
+		)` + recordEventsSQL + `
 		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd), EXISTS (SELECT 1 FROM ch)`
 	err = s.group.run(ctx, r.Link.TokenHash, func(b *pgx.Batch) {
 		b.Queue(sql, r.Link.ID, challenge, sessID, sessHash, sessExp, evID, evSubject, evPre, evPost,
@@ -178,7 +199,8 @@ var accessOpenSQL = fmt.Sprintf(`
 	), ev AS (
 		INSERT INTO outbox (id, subject, payload)
 		SELECT e.id, CASE WHEN e.verified THEN $7 ELSE $8 END, %s FROM e
-	)
+		RETURNING payload
+	)`+recordEventsSQL+`
 	SELECT %s FROM upd`,
 	fmt.Sprintf(eventSQL,
 		`CASE WHEN e.verified THEN '`+events.LinkVerified+`' ELSE '`+events.LinkExhausted+`' END`,
@@ -253,7 +275,8 @@ var openSQL = fmt.Sprintf(`
 	), ev AS (
 		INSERT INTO outbox (id, subject, payload)
 		SELECT e.id, $5, %s FROM e
-	)
+		RETURNING payload
+	)`+recordEventsSQL+`
 	SELECT %s FROM l`,
 	fmt.Sprintf(eventSQL, `'`+events.LinkOpened+`'`,
 		// Target ids are the owner's strings: to_json escapes them.

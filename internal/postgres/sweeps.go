@@ -39,7 +39,7 @@ func systemEvent(typ, data string) string {
 //     raw newline);
 //   - the audit rows, and a delivery per event and subscribed webhook
 //     (the dispatcher's poll finds them). The records consumer does not
-//     take these types (events.SweptTypes): recorded here, set-wise, a
+//     take these types (events.SelfRecordedTypes): recorded here, set-wise, a
 //     burst costs one insert per table instead of a delivery, a parse and
 //     a round trip per event.
 //

@@ -382,6 +382,65 @@ func TestSweptEventsReachAuditTrailAndWebhooks(t *testing.T) {
 	}
 }
 
+// Accesses record their events themselves, in the statement that counts
+// the access or opens a target: with no records consumer running at all,
+// the audit trail has link.verified, link.exhausted and link.opened the
+// moment the requests answer, and a subscribed webhook has a delivery of
+// each, whose body is the published event.
+func TestAccessEventsAreRecordedByTheirOwnStatement(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	ctx := context.Background()
+	key := st.OwnerKey(t, "o")
+	rcv := newReceiver(t) // never called: no dispatcher runs here
+	if r := st.Do(t, "POST", "/v1/webhooks", key, map[string]any{"url": rcv.srv.URL,
+		"events": []string{"link.verified", "link.exhausted", "link.opened"}}); r.Status != 201 {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
+	id, path := createLink(t, st, key, 1)
+	var access struct {
+		AccessToken string `json:"access_token"`
+	}
+	st.Do(t, "POST", path+"/verify", "", map[string]any{}).JSON(t, &access)
+	if r := st.Do(t, "GET", path+"/open", access.AccessToken, nil); r.Status != 302 {
+		t.Fatalf("open: %d %s", r.Status, r.Body)
+	}
+
+	rows, err := st.Pool.Query(ctx, `SELECT a.type, a.id::text, d.payload FROM audit_events a
+		JOIN webhook_deliveries d ON d.event_id = a.id WHERE a.link_id = $1 ORDER BY a.type`, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var types []string
+	for rows.Next() {
+		var typ, eventID string
+		var payload []byte
+		if err := rows.Scan(&typ, &eventID, &payload); err != nil {
+			t.Fatal(err)
+		}
+		if err := schemas.ValidateEvent(payload); err != nil {
+			t.Fatalf("delivery body of %s is not a valid event: %v\n%s", typ, err, payload)
+		}
+		var e events.Event
+		if err := json.Unmarshal(payload, &e); err != nil {
+			t.Fatal(err)
+		}
+		if e.ID != eventID || e.Type != typ || e.LinkID != id {
+			t.Errorf("audit row %s %s, delivered %+v", typ, eventID, e)
+		}
+		types = append(types, typ)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"link.exhausted", "link.opened", "link.verified"}; !slices.Equal(types, want) {
+		t.Fatalf("recorded with a delivery: %v, want %v", types, want)
+	}
+	if slices.ContainsFunc(events.RecordedTypes(), func(s string) bool { return slices.Contains(types, s) }) {
+		t.Fatalf("the records consumer still takes %v", events.RecordedTypes())
+	}
+}
+
 // A webhook is sent what happens after it was created, not history: a
 // consumer replaying the stream (a new durable starts from the stream's
 // first event) must not flood a new webhook with last week's events.
