@@ -124,7 +124,7 @@ func seedCodeLinks(ctx context.Context, pool *pgxpool.Pool, keys *secret.Keys, o
 		code := fmt.Sprintf("%06d", mrand.IntN(1_000_000))
 		out[i] = codeLink{token: tok, code: code}
 		linkIDs[i], hashes[i], sealed[i] = id, keys.LookupHash(tok), keys.Seal([]byte(tok), []byte(id))
-		chIDs[i], codeHashes[i] = ch, keys.OTPHash(ch, code)
+		chIDs[i], codeHashes[i] = ch, keys.CodeHash(hashes[i], code)
 	}
 	b := &pgx.Batch{}
 	b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient, targets, expires_at)

@@ -39,7 +39,7 @@ type Store interface {
 	NotificationSent(ctx context.Context, n link.Notification, providerID string) error
 	NotificationRetry(ctx context.Context, id, lastErr string) error
 	NotificationFailed(ctx context.Context, id, lastErr string) error
-	ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(string) []byte) (postgres.CodeJob, bool, error)
+	ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(tokenHash []byte) []byte) (postgres.CodeJob, bool, error)
 	ChallengeSent(ctx context.Context, j postgres.CodeJob, providerID string) error
 	ChallengeRetry(ctx context.Context, id, lastErr string) error
 	ChallengeFailed(ctx context.Context, id, lastErr string) error
@@ -261,7 +261,7 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 		return events.Permanent(err)
 	}
 	code := NewCode()
-	job, ok, err := w.store.ClaimChallenge(ctx, d.ChallengeID, w.cfg.Lease, func(id string) []byte { return w.keys.OTPHash(id, code) })
+	job, ok, err := w.store.ClaimChallenge(ctx, d.ChallengeID, w.cfg.Lease, func(th []byte) []byte { return w.keys.CodeHash(th, code) })
 	if err != nil || !ok {
 		return notClaimable(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -20,6 +21,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/compose"
 	"github.com/sharelinks/sharelinks/internal/delivery"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/mail"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/secret"
@@ -377,60 +379,115 @@ func codeSent(t *testing.T, to string) (*testkit.Stack, created, string) {
 	return st, l, codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
 }
 
-// A code verify whose challenge can take an attempt reads the link and
-// charges the attempt in one statement; a challenge that cannot (out of
+// A code verify whose challenge can take an attempt is one statement: it
+// charges the attempt, compares the code with the hash the dispatcher
+// stored (bound to the link's token) and, when it is right, uses up the
+// challenge, counts the access, opens the session and records
+// link.verified. A challenge that cannot take an attempt (out of
 // attempts, used) is charged nothing there, and the full path says why.
-func TestChargeCodeReadsAndChargesInOneStatement(t *testing.T) {
+func TestAttemptCodeChargesComparesAndCountsInOneStatement(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "fay@example.com")
 	ctx := context.Background()
 	hash := st.Keys.LookupHash(strings.TrimPrefix(l.path(), "/s/"))
-	wrongCodes := func() (n int, status string) {
+	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	attempt := func(code string) (link.CodeOutcome, *link.Session, error) {
 		t.Helper()
-		if err := st.Pool.QueryRow(ctx, `SELECT wrong_codes, status FROM otp_challenges`).Scan(&n, &status); err != nil {
+		sess := &link.Session{ID: uuid.Must(uuid.NewV7()).String(), TokenHash: st.Keys.LookupHash(secret.NewToken("")),
+			ExpiresAt: time.Now().Add(time.Hour)}
+		out, err := st.Store.AttemptCode(ctx, link.CodeAttempt{TokenHash: hash, CodeHash: st.Keys.CodeHash(hash, code),
+			Blind: secret.NewBlind(), Limit: 5, Session: sess, Actor: events.System})
+		return out, sess, err
+	}
+	state := func() (attempts int, status string, accesses, sessions, verified int) {
+		t.Helper()
+		if err := st.Pool.QueryRow(ctx, `SELECT c.wrong_codes, c.status, l.access_count,
+			(SELECT count(*) FROM access_sessions s WHERE s.link_id = l.id),
+			(SELECT count(*) FROM audit_events a WHERE a.link_id = l.id AND a.type = 'link.verified')
+			FROM otp_challenges c JOIN links l ON l.id = c.link_id`).Scan(&attempts, &status, &accesses, &sessions, &verified); err != nil {
 			t.Fatal(err)
 		}
-		return n, status
+		return
 	}
-	got, ch, err := st.Store.ChargeCode(ctx, hash, 5)
+
+	out, _, err := attempt(wrong)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.ID != l.ID || ch.LinkID != l.ID || ch.WrongCodes != 1 || !secret.Equal(st.Keys.OTPHash(ch.ID, code), ch.CodeHash) {
-		t.Fatalf("charged link %s challenge %+v, want link %s, 1 attempt, the sent code's hash", got.ID, ch, l.ID)
+	if out.Matched || out.Counted || out.Link.ID != l.ID || out.Challenge.WrongCodes != 1 ||
+		!secret.Equal(st.Keys.CodeHash(hash, code), out.Challenge.CodeHash) {
+		t.Fatalf("wrong code: %+v; want link %s, 1 attempt, the sent code's hash, nothing counted", out, l.ID)
 	}
-	if n, _ := wrongCodes(); n != 1 {
-		t.Fatalf("%d attempts counted, want 1", n)
+	if n, status, acc, sess, _ := state(); n != 1 || status == "verified" || acc != 0 || sess != 0 {
+		t.Fatalf("after a wrong code: %d attempts, %s, %d accesses, %d sessions", n, status, acc, sess)
 	}
+
 	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET wrong_codes = 5`); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := st.Store.ChargeCode(ctx, hash, 5); apperr.CodeOf(err) != apperr.NotFound {
+	if _, _, err := attempt(code); apperr.CodeOf(err) != apperr.NotFound {
 		t.Fatalf("out of attempts: %v, want not found", err)
 	}
-	if n, _ := wrongCodes(); n != 5 {
-		t.Fatalf("out of attempts: %d counted, want 5", n)
+	if n, status, acc, _, _ := state(); n != 5 || status == "verified" || acc != 0 {
+		t.Fatalf("out of attempts: %d counted, %s, %d accesses; want 5, not verified, 0", n, status, acc)
 	}
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_locked" {
 		t.Fatalf("out of attempts through the API: %d %s", r.Status, r.Body)
 	}
+
 	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET wrong_codes = 0`); err != nil {
 		t.Fatal(err)
 	}
-	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
-		t.Fatalf("right code: %d %s", r.Status, r.Body)
+	out, sess, err := attempt(code)
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n, status := wrongCodes(); n != 1 || status != "verified" {
-		t.Fatalf("after the right code: %d attempts, %s; want 1, verified", n, status)
+	if !out.Matched || !out.Counted || out.Challenge.WrongCodes != 1 || sess.LinkID != l.ID {
+		t.Fatalf("right code: %+v, session of %q", out, sess.LinkID)
 	}
-	if _, _, err := st.Store.ChargeCode(ctx, hash, 5); apperr.CodeOf(err) != apperr.NotFound {
+	if n, status, acc, sessions, verified := state(); n != 1 || status != "verified" || acc != 1 || sessions != 1 || verified != 1 {
+		t.Fatalf("after the right code: %d attempts, %s, %d accesses, %d sessions, %d link.verified recorded", n, status, acc, sessions, verified)
+	}
+	if _, _, err := attempt(code); apperr.CodeOf(err) != apperr.NotFound {
 		t.Fatalf("used challenge: %v, want not found", err)
 	}
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.ErrorCode() != "code_used" {
 		t.Fatalf("used code through the API: %d %s", r.Status, r.Body)
 	}
-	if n, _ := wrongCodes(); n != 1 {
-		t.Fatalf("a used challenge was charged: %d attempts", n)
+	if n, _, acc, _, _ := state(); n != 1 || acc != 1 {
+		t.Fatalf("a used challenge was charged or counted: %d attempts, %d accesses", n, acc)
+	}
+}
+
+// A code a notifier from before the link-bound hash sent (its hash bound
+// to the challenge) still works until it expires, through the API, and a
+// wrong code is still wrong against it.
+func TestCodeHashedTheEarlierWayStillWorks(t *testing.T) {
+	t.Parallel()
+	st, l, code := codeSent(t, "gus@example.com")
+	ctx := context.Background()
+	var chID string
+	if err := st.Pool.QueryRow(ctx, `SELECT id::text FROM otp_challenges`).Scan(&chID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET code_hash = $1`, st.Keys.OTPHash(chID, code)); err != nil {
+		t.Fatal(err)
+	}
+	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "invalid_code" {
+		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
+		t.Fatalf("right code hashed the earlier way: %d %s", r.Status, r.Body)
+	}
+	var attempts, accesses int
+	var status string
+	if err := st.Pool.QueryRow(ctx, `SELECT c.wrong_codes, c.status, l.access_count FROM otp_challenges c JOIN links l ON l.id = c.link_id`).
+		Scan(&attempts, &status, &accesses); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 2 || status != "verified" || accesses != 1 {
+		t.Fatalf("after a wrong and the right code: %d attempts, %s, %d accesses; want 2, verified, 1", attempts, status, accesses)
 	}
 }
 

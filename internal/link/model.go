@@ -98,6 +98,31 @@ type AccessResult struct {
 	Exhausted   bool
 }
 
+// CodeAttempt is a code verify in one statement: the newest challenge of
+// the OTP link whose token hashes to TokenHash is charged an attempt and,
+// when its stored hash equals CodeHash (secret.Keys.CodeHash of the token
+// hash and the code typed), used up, counting an access and opening
+// Session. Postgres compares the two hashes only after hashing each with
+// Blind, a fresh random value: its byte comparison stops at the first
+// difference, and over blinded values where it stops says nothing about
+// the stored hash.
+type CodeAttempt struct {
+	TokenHash []byte
+	CodeHash  []byte
+	Blind     []byte
+	Limit     int // attempts a challenge takes
+	Session   *Session
+	Actor     events.Actor
+}
+
+// CodeOutcome is what a CodeAttempt did.
+type CodeOutcome struct {
+	Link      Link      // as it was before the attempt
+	Challenge Challenge // the challenge charged: its stored hash and the attempts used, this one included
+	Matched   bool      // the code was right and the challenge is used up
+	Counted   bool      // the access was counted and the session opened (not when the link was used up meanwhile)
+}
+
 // Challenge is one one-time-code request of an OTP link. The code itself
 // is never stored: CodeHash is its keyed hash, set by the dispatcher.
 type Challenge struct {

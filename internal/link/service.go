@@ -37,7 +37,7 @@ type Store interface {
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
 	LinkAndChallenge(ctx context.Context, tokenHash []byte) (Link, *Challenge, error)
 	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)
-	ChargeCode(ctx context.Context, tokenHash []byte, limit int) (Link, Challenge, error)
+	AttemptCode(ctx context.Context, a CodeAttempt) (CodeOutcome, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
 }
@@ -392,21 +392,28 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 		}
 	}
 	if code, err := normalizeCode(in.Code); err == nil && in.Password == "" && token != "" && len(token) <= 100 {
-		// A code verify whose challenge can take an attempt: the read and
-		// the charge are one statement. Anything else falls through to the
-		// full path below, which also says what is wrong.
-		l, ch, err := s.store.ChargeCode(ctx, s.keys.LookupHash(token), s.cfg.OTP.MaxWrongCodes)
-		if err == nil {
-			if l, err = s.live(l, nil); err != nil {
-				return Access{}, err
-			}
-			challengeID, err := s.compareCode(ctx, l, ch.ID, ch.CodeHash, code, ch.WrongCodes, actor)
+		// A code verify whose challenge can take an attempt: one statement
+		// charges it, compares the code and, when it is right, counts the
+		// access. Anything else falls through to the full path below,
+		// which also says what is wrong.
+		th := s.keys.LookupHash(token)
+		sessTok, sess := s.newSession("")
+		out, err := s.store.AttemptCode(ctx, CodeAttempt{TokenHash: th, CodeHash: s.keys.CodeHash(th, code),
+			Blind: secret.NewBlind(), Limit: s.cfg.OTP.MaxWrongCodes, Session: sess, Actor: actor})
+		switch {
+		case err == nil && out.Counted:
+			return Access{Token: sessTok, ExpiresIn: s.cfg.SessionTTL, Link: out.Link}, nil
+		case err == nil && out.Matched:
+			return Access{}, apperr.LinkNotFound() // used up by the accesses that beat this one
+		case err == nil:
+			// A wrong code, or one hashed the earlier way: the attempt
+			// is charged, so compare as the full path does.
+			challengeID, err := s.compareCode(ctx, out.Link, out.Challenge.ID, out.Challenge.CodeHash, code, out.Challenge.WrongCodes, actor)
 			if err != nil {
 				return Access{}, err
 			}
-			return s.access(ctx, l, challengeID, actor)
-		}
-		if apperr.CodeOf(err) != apperr.NotFound {
+			return s.access(ctx, out.Link, challengeID, actor)
+		case apperr.CodeOf(err) != apperr.NotFound:
 			return Access{}, err
 		}
 	}
@@ -506,7 +513,7 @@ func (s *Service) RequestOTP(ctx context.Context, token string, actor events.Act
 
 // checkCode verifies a one-time code against the link's newest challenge.
 // The attempt is charged before the comparison, which is constant-time on
-// keyed hashes bound to the challenge.
+// keyed hashes.
 func (s *Service) checkCode(ctx context.Context, l Link, ch *Challenge, code string, actor events.Actor) (string, error) {
 	code, err := normalizeCode(code)
 	if err != nil {
@@ -549,9 +556,11 @@ func normalizeCode(code string) (string, error) {
 
 // compareCode compares a code with the challenge's, once its attempt was
 // charged (used is the attempts counted so far, this one included), and
-// records a wrong one.
+// records a wrong one. The stored hash is in either form (CodeHash, or
+// the earlier OTPHash); a wrong code matches neither.
 func (s *Service) compareCode(ctx context.Context, l Link, challengeID string, codeHash []byte, code string, used int, actor events.Actor) (string, error) {
-	if secret.Equal(s.keys.OTPHash(challengeID, code), codeHash) {
+	current, earlier := secret.Equal(s.keys.CodeHash(l.TokenHash, code), codeHash), secret.Equal(s.keys.OTPHash(challengeID, code), codeHash)
+	if current || earlier {
 		return challengeID, nil
 	}
 	if err := s.store.FailCode(ctx, l, challengeID, used, s.cfg.OTP.MaxWrongCodes, actor); err != nil {

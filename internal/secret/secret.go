@@ -104,8 +104,32 @@ func (k *Keys) LookupHash(token string) []byte {
 	return m.Sum(nil)
 }
 
-// OTPHash is the keyed hash of a one-time code bound to its challenge, so a
-// code hash cannot be replayed against another challenge.
+// CodeHash is the keyed hash under which a one-time code is stored, bound
+// to its link by the link's token hash (LookupHash of the token). A verify
+// knows the token and the code, so it can compute the hash before reading
+// anything and let one statement compare, charge and count. The challenge
+// is not bound in: only a link's newest challenge is ever compared, and a
+// new code is drawn for each.
+func (k *Keys) CodeHash(tokenHash []byte, code string) []byte {
+	m := hmac.New(sha256.New, k.otp)
+	m.Write([]byte("link-code\x00")) // apart from OTPHash's inputs, which start with a challenge id
+	m.Write(tokenHash)
+	m.Write([]byte{0})
+	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+// NewBlind returns a fresh random value for blinding a comparison that
+// cannot run in constant time (see link.CodeAttempt).
+func NewBlind() []byte {
+	b := make([]byte, 16)
+	_, _ = rand.Read(b)
+	return b
+}
+
+// OTPHash is the earlier, challenge-bound form of a code's hash: notifiers
+// from before CodeHash stored it, and their codes stay valid until they
+// expire (minutes), so verifies still accept it.
 func (k *Keys) OTPHash(challengeID, code string) []byte {
 	m := hmac.New(sha256.New, k.otp)
 	m.Write([]byte(challengeID))

@@ -35,6 +35,13 @@ func TestKeysAreDeterministicAndPurposeBound(t *testing.T) {
 	if bytes.Equal(a.OTPHash("c1", "123456"), a.OTPHash("c2", "123456")) {
 		t.Fatal("OTP hash not bound to its challenge")
 	}
+	if bytes.Equal(a.CodeHash([]byte("t1"), "123456"), a.CodeHash([]byte("t2"), "123456")) {
+		t.Fatal("code hash not bound to its link")
+	}
+	if !bytes.Equal(a.CodeHash([]byte("t1"), "123456"), b.CodeHash([]byte("t1"), "123456")) ||
+		bytes.Equal(a.CodeHash([]byte("t1"), "123456"), other.CodeHash([]byte("t1"), "123456")) {
+		t.Fatal("code hashes do not derive from the secret")
+	}
 	if !a.GrantKey().Equal(b.GrantKey()) || a.GrantKey().Equal(other.GrantKey()) {
 		t.Fatal("grant keys do not derive from the secret")
 	}
