@@ -1,20 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // result is one measured run: successful operations, their latencies
@@ -171,29 +170,32 @@ func runRate(ctx context.Context, perSecond float64, n int, op func(ctx context.
 	return fail, firstErr
 }
 
-// httpClient is a keep-alive JSON client for the api.
+// httpClient is a keep-alive JSON client for the api. It is fasthttp's,
+// as lean load tools use, rather than net/http's: the load generator runs
+// on the same two cores as the service and takes its CPU from the service
+// measured, and net/http's client cost about as much CPU per request as
+// the handler it was measuring (BENCHMARKS.md, session 7). The service's
+// own cost is the same either way; the ceilings' pgx clients are lean too.
 type httpClient struct {
-	hc   *http.Client
+	hc   *fasthttp.HostClient
 	base string
 	key  string
 }
 
 func newHTTPClient(base, key string, conc int) *httpClient {
-	tr := &http.Transport{
-		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
-		MaxIdleConns:        256,
-		MaxIdleConnsPerHost: max(conc, 8),
-		IdleConnTimeout:     90 * time.Second,
-		DisableCompression:  true,
-		ForceAttemptHTTP2:   false,
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		panic(fmt.Sprintf("loadgen: bad api base URL %q", base))
 	}
 	return &httpClient{
-		hc: &http.Client{
-			Transport: tr,
-			Timeout:   60 * time.Second,
-			// /open answers 302 to the target with the grant: that is the
-			// result, not something to follow.
-			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		hc: &fasthttp.HostClient{
+			Addr:                          u.Host,
+			MaxConns:                      max(conc, 256),
+			MaxIdleConnDuration:           90 * time.Second,
+			DisableHeaderNamesNormalizing: true,
+			NoDefaultUserAgentHeader:      true,
+			// Paths carry tokens exactly as the service issued them.
+			DisablePathNormalizing: true,
 		},
 		base: base, key: key,
 	}
@@ -209,17 +211,17 @@ func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.statu
 
 // do sends a request and checks the status; out (if not nil) receives the
 // decoded JSON body. bearer overrides the API key (recipient access tokens).
+// Redirects are not followed: /open answers 302 to the target with the
+// grant, and that is the result.
 func (c *httpClient) do(ctx context.Context, method, path string, body []byte, bearer string, want int, out any) error {
-	var rd io.Reader
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.SetRequestURI(c.base + path)
+	req.Header.SetMethod(method)
 	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
+		req.Header.SetContentType("application/json")
+		req.SetBodyRaw(body)
 	}
 	switch {
 	case bearer != "":
@@ -227,21 +229,24 @@ func (c *httpClient) do(ctx context.Context, method, path string, body []byte, b
 	case c.key != "" && strings.HasPrefix(path, "/v1/"):
 		req.Header.Set("Authorization", "Bearer "+c.key)
 	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
+	deadline, ok := ctx.Deadline()
+	if !ok || time.Until(deadline) > 60*time.Second {
+		deadline = time.Now().Add(60 * time.Second)
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	if resp.StatusCode != want {
-		b, _ := io.ReadAll(io.LimitReader(resp.Body, 300))
-		return &statusError{status: resp.StatusCode, body: string(b)}
+	if err := c.hc.DoDeadline(req, resp, deadline); err != nil {
+		return err
+	}
+	if resp.StatusCode() != want {
+		b := resp.Body()
+		return &statusError{status: resp.StatusCode(), body: string(b[:min(len(b), 300)])}
 	}
 	if out != nil {
-		return json.NewDecoder(resp.Body).Decode(out)
+		return json.Unmarshal(resp.Body(), out)
 	}
-	// Drain so the connection is reused.
-	_, err = io.Copy(io.Discard, resp.Body)
-	return err
+	return nil
 }
 
 // createdLinks is the part of POST /v1/links' answer the bench needs.
