@@ -459,6 +459,38 @@ func TestAttemptCodeChargesComparesAndCountsInOneStatement(t *testing.T) {
 	}
 }
 
+// Every update of a challenge, a verify's included, is a HOT update (no
+// index entry written): no index names a column they change
+// (migration 007).
+func TestChallengeUpdatesAreHOT(t *testing.T) {
+	t.Parallel()
+	st, l, code := codeSent(t, "hal@example.com")
+	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "invalid_code" {
+		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
+		t.Fatalf("right code: %d %s", r.Status, r.Body)
+	}
+	// Backends report their table statistics when idle, within 10 s.
+	var upd, hot int
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if err := st.Pool.QueryRow(context.Background(), `SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+			WHERE relname = 'otp_challenges'`).Scan(&upd, &hot); err != nil {
+			t.Fatal(err)
+		}
+		// Claimed, sent, charged a wrong code, used: four updates.
+		if upd >= 4 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if upd < 4 || hot != upd {
+		t.Fatalf("challenge updates: %d, of which HOT %d; want at least 4, all HOT", upd, hot)
+	}
+}
+
 // A code a notifier from before the link-bound hash sent (its hash bound
 // to the challenge) still works until it expires, through the API, and a
 // wrong code is still wrong against it.

@@ -20,6 +20,7 @@ import (
 type Store interface {
 	ExpireDue(ctx context.Context, batch int) (int, error)
 	ExpireChallenges(ctx context.Context, batch int) (int, error)
+	DeleteOldChallenges(ctx context.Context, batch int) (int, error)
 	DeleteExpiredSessions(ctx context.Context, batch int) (int, error)
 	PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error)
 	StaleOutbox(ctx context.Context, age time.Duration) (int, error)
@@ -172,6 +173,7 @@ func (r *Reaper) RunOnce(ctx context.Context) {
 	}
 	wg.Wait()
 	r.sweep(ctx, "expire_codes", func(ctx context.Context) (int, error) { return r.store.ExpireChallenges(ctx, b) })
+	r.sweep(ctx, "delete_codes", func(ctx context.Context) (int, error) { return r.store.DeleteOldChallenges(ctx, b) })
 	r.sweep(ctx, "expire_sessions", func(ctx context.Context) (int, error) { return r.store.DeleteExpiredSessions(ctx, b) })
 	if r.cfg.Retention > 0 {
 		r.sweep(ctx, "purge", func(ctx context.Context) (int, error) { return r.store.PurgeEnded(ctx, r.cfg.Retention, b) })

@@ -2,6 +2,7 @@ package reaper_test
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"sync"
@@ -214,6 +215,48 @@ func TestPurgeAfterRetention(t *testing.T) {
 	keep.RunOnce(context.Background())
 	if n := count(t, b, `SELECT count(*) FROM links`); n != 6 {
 		t.Fatalf("retention 0 purged: %d left", n)
+	}
+}
+
+// Open challenges past their time are marked expired, and every challenge
+// is deleted an hour after it expired; newer ones are kept as they are.
+func TestChallengesExpireAndGoAnHourLater(t *testing.T) {
+	t.Parallel()
+	b := setup(t)
+	seedLinks(t, b, 1, time.Hour)
+	ctx := context.Background()
+	// expires_at relative to now, and the status each should have after a sweep.
+	cases := []struct {
+		expires      string
+		status, want string
+	}{
+		{"5 minutes", "sent", "sent"},
+		{"-5 minutes", "sent", "expired"},
+		{"-5 minutes", "verified", "verified"},
+		{"-59 minutes", "pending", "expired"},
+		{"-61 minutes", "sent", ""},
+		{"-3 hours", "verified", ""},
+	}
+	for i, c := range cases {
+		if _, err := b.pool.Exec(ctx, `INSERT INTO otp_challenges (id, link_id, channel, recipient, status, expires_at)
+			SELECT $1::uuid, id, 'sms', '+15555550100', $2, now() + $3::interval FROM links`,
+			uuid.NewSHA1(uuid.Nil, []byte{byte(i)}), c.status, c.expires); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := reaper.New(b.store, reaper.Config{}, quiet, reaper.NewMetrics(prometheus.NewRegistry()))
+	r.RunOnce(ctx)
+	for i, c := range cases {
+		var status string
+		err := b.pool.QueryRow(ctx, `SELECT status FROM otp_challenges WHERE id = $1`, uuid.NewSHA1(uuid.Nil, []byte{byte(i)})).Scan(&status)
+		if errors.Is(err, pgx.ErrNoRows) {
+			status = ""
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		if status != c.want {
+			t.Errorf("challenge %s expiring in %s: %q after a sweep, want %q", c.status, c.expires, status, c.want)
+		}
 	}
 }
 
