@@ -583,3 +583,38 @@ func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
 		t.Fatalf("wrong_codes %d, want 5", wrongCodes)
 	}
 }
+
+// The right code sent many times at once opens exactly one session and
+// counts exactly one access: the challenge's row lock lets one attempt use
+// it up, and the others find it used.
+func TestParallelRightCodesCountOnce(t *testing.T) {
+	t.Parallel()
+	st, l, code := codeSent(t, "ivy@example.com")
+	const tries = 20
+	statuses := make([]int, tries)
+	var wg sync.WaitGroup
+	for i := range tries {
+		wg.Go(func() {
+			statuses[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}).Status
+		})
+	}
+	wg.Wait()
+	ok := 0
+	for _, s := range statuses {
+		switch s {
+		case 200:
+			ok++
+		case 401:
+		default:
+			t.Fatalf("status %d among the parallel right codes: %v", s, statuses)
+		}
+	}
+	var accesses, sessions int
+	if err := st.Pool.QueryRow(context.Background(), `SELECT access_count, (SELECT count(*) FROM access_sessions) FROM links`).
+		Scan(&accesses, &sessions); err != nil {
+		t.Fatal(err)
+	}
+	if ok != 1 || accesses != 1 || sessions != 1 {
+		t.Fatalf("%d parallel right codes: %d answered 200, %d accesses, %d sessions; want 1 each", tries, ok, accesses, sessions)
+	}
+}
