@@ -390,7 +390,7 @@ func TestAttemptCodeChargesComparesAndCountsInOneStatement(t *testing.T) {
 	st, l, code := codeSent(t, "fay@example.com")
 	ctx := context.Background()
 	hash := st.Keys.LookupHash(strings.TrimPrefix(l.path(), "/s/"))
-	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	wrong := wrongCode(code, 0)
 	attempt := func(code string) (link.CodeOutcome, *link.Session, error) {
 		t.Helper()
 		sess := &link.Session{ID: uuid.Must(uuid.NewV7()).String(), TokenHash: st.Keys.LookupHash(secret.NewToken("")),
@@ -459,19 +459,30 @@ func TestAttemptCodeChargesComparesAndCountsInOneStatement(t *testing.T) {
 	}
 }
 
+// wrongCode is a code other than code (the i-th such).
+func wrongCode(code string, i int) string {
+	return fmt.Sprintf("%06d", (atoi(code)+1+i)%1000000)
+}
+
+// wrongThenRight verifies l with a wrong code (401 invalid_code), then with
+// the right one (200).
+func wrongThenRight(t *testing.T, st *testkit.Stack, l created, code string) {
+	t.Helper()
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrongCode(code, 0)}); r.ErrorCode() != "invalid_code" {
+		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
+		t.Fatalf("right code: %d %s", r.Status, r.Body)
+	}
+}
+
 // Every update of a challenge, a verify's included, is a HOT update (no
 // index entry written): no index names a column they change
 // (migration 007).
 func TestChallengeUpdatesAreHOT(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "hal@example.com")
-	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
-	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "invalid_code" {
-		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
-	}
-	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
-		t.Fatalf("right code: %d %s", r.Status, r.Body)
-	}
+	wrongThenRight(t, st, l, code)
 	// Backends report their table statistics when idle, within 10 s.
 	var upd, hot int
 	deadline := time.Now().Add(30 * time.Second)
@@ -505,13 +516,7 @@ func TestCodeHashedTheEarlierWayStillWorks(t *testing.T) {
 	if _, err := st.Pool.Exec(ctx, `UPDATE otp_challenges SET code_hash = $1`, st.Keys.OTPHash(chID, code)); err != nil {
 		t.Fatal(err)
 	}
-	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
-	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "invalid_code" {
-		t.Fatalf("wrong code: %d %s", r.Status, r.Body)
-	}
-	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {
-		t.Fatalf("right code hashed the earlier way: %d %s", r.Status, r.Body)
-	}
+	wrongThenRight(t, st, l, code)
 	var attempts, accesses int
 	var status string
 	if err := st.Pool.QueryRow(ctx, `SELECT c.wrong_codes, c.status, l.access_count FROM otp_challenges c JOIN links l ON l.id = c.link_id`).
@@ -526,7 +531,7 @@ func TestCodeHashedTheEarlierWayStillWorks(t *testing.T) {
 func TestWrongCodesLockTheChallenge(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "eve@example.com")
-	wrong := fmt.Sprintf("%06d", (atoi(code)+1)%1000000)
+	wrong := wrongCode(code, 0)
 	var last string
 	for range 5 {
 		r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong})
@@ -557,7 +562,7 @@ func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
 	results := make([]string, guesses)
 	var wg sync.WaitGroup
 	for i := range guesses {
-		wrong := fmt.Sprintf("%06d", (atoi(code)+1+i)%1000000)
+		wrong := wrongCode(code, i)
 		wg.Go(func() {
 			results[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}).ErrorCode()
 		})

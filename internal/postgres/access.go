@@ -179,51 +179,67 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 	return link.AccessResult{AccessCount: *count, Exhausted: *status == link.StatusExhausted}, nil
 }
 
+// sessionOpenedSQL continues a WITH whose CTE "upd" counted one access
+// and returned the link's id, owner_id, access_count and status: it opens
+// the session and writes link.verified (and link.exhausted when this was
+// the last access), with their audit rows and webhook deliveries. Its
+// parameters start at $p, in the order sessionOpenedArgs gives them.
+func sessionOpenedSQL(p int) string {
+	arg := func(i int) string { return fmt.Sprintf("$%d", p+i) }
+	return fmt.Sprintf(`, sess AS (
+		INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
+		SELECT %[1]s::uuid, id, %[2]s, %[3]s FROM upd
+	), e AS (
+		SELECT %[4]s::uuid AS id, true AS verified, upd.id AS link_id, upd.owner_id, upd.access_count FROM upd
+		UNION ALL
+		SELECT %[5]s::uuid, false, upd.id, upd.owner_id, upd.access_count FROM upd WHERE upd.status = 'exhausted'
+	), ev AS (
+		INSERT INTO outbox (id, subject, payload)
+		SELECT e.id, CASE WHEN e.verified THEN %[6]s ELSE %[7]s END, %[8]s FROM e
+		RETURNING payload
+	)`, arg(0), arg(1), arg(2), arg(3), arg(4), arg(5), arg(6),
+		fmt.Sprintf(eventSQL,
+			`CASE WHEN e.verified THEN '`+events.LinkVerified+`' ELSE '`+events.LinkExhausted+`' END`,
+			`CASE WHEN e.verified THEN '{"access_count":' || e.access_count || ',"session_id":"' || `+arg(0)+`::uuid || '"}'
+				ELSE '{"access_count":' || e.access_count || '}' END`,
+			`CASE WHEN e.verified THEN `+arg(7)+`::text ELSE '{"type":"system"}' END`)) + recordEventsSQL
+}
+
+// sessionOpenedArgs are sessionOpenedSQL's parameters for sess and actor.
+func sessionOpenedArgs(sess *link.Session, actor events.Actor) ([]any, error) {
+	actorJSON, err := json.Marshal(actor)
+	if err != nil {
+		return nil, fmt.Errorf("marshal actor: %w", err)
+	}
+	return []any{sess.ID, sess.TokenHash, sess.ExpiresAt, uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String(),
+		events.SubjectPrefix + events.LinkVerified, events.SubjectPrefix + events.LinkExhausted, string(actorJSON)}, nil
+}
+
 // accessOpenSQL is Access for an open link named by its token hash, in one
 // statement: the token lookup, the count, the session and the events
 // (link.verified, and link.exhausted when this was the last access) all
 // in one round trip. Any other kind of link matches nothing.
-var accessOpenSQL = fmt.Sprintf(`
+var accessOpenSQL = `
 	WITH upd AS (
-		UPDATE links SET `+CountAccessSet+`
+		UPDATE links SET ` + CountAccessSet + `
 		WHERE token_hash = $1 AND auth_type = 'none' AND status = 'active' AND expires_at > now()
 			AND (max_access_count IS NULL OR access_count < max_access_count)
 		RETURNING *
-	), sess AS (
-		INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
-		SELECT $2::uuid, id, $3, $4 FROM upd
-	), e AS (
-		SELECT $5::uuid AS id, true AS verified, upd.id AS link_id, upd.owner_id, upd.access_count FROM upd
-		UNION ALL
-		SELECT $6::uuid, false, upd.id, upd.owner_id, upd.access_count FROM upd WHERE upd.status = 'exhausted'
-	), ev AS (
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, CASE WHEN e.verified THEN $7 ELSE $8 END, %s FROM e
-		RETURNING payload
-	)`+recordEventsSQL+`
-	SELECT %s FROM upd`,
-	fmt.Sprintf(eventSQL,
-		`CASE WHEN e.verified THEN '`+events.LinkVerified+`' ELSE '`+events.LinkExhausted+`' END`,
-		`CASE WHEN e.verified THEN '{"access_count":' || e.access_count || ',"session_id":"' || $2::uuid || '"}'
-			ELSE '{"access_count":' || e.access_count || '}' END`,
-		`CASE WHEN e.verified THEN $9::text ELSE '{"type":"system"}' END`),
-	linkColumns)
+	)` + sessionOpenedSQL(2) + `
+	SELECT ` + linkColumns + ` FROM upd`
 
 // AccessOpen counts one access to the open link whose token hashes to
 // tokenHash and opens sess on it (sess.LinkID is filled in). Anything else
 // (no such link, not an open link, not active, used up) is LinkNotFound:
 // the caller then takes the full path, which tells these apart.
 func (s *Store) AccessOpen(ctx context.Context, tokenHash []byte, sess *link.Session, actor events.Actor) (link.Link, error) {
-	actorJSON, err := json.Marshal(actor)
+	args, err := sessionOpenedArgs(sess, actor)
 	if err != nil {
-		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
+		return link.Link{}, err
 	}
-	verifiedID, exhaustedID := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
 	var row linkRow
 	err = s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
-		b.Queue(accessOpenSQL, tokenHash, sess.ID, sess.TokenHash, sess.ExpiresAt,
-			verifiedID, exhaustedID, events.SubjectPrefix+events.LinkVerified, events.SubjectPrefix+events.LinkExhausted,
-			string(actorJSON)).QueryRow(row.scan)
+		b.Queue(accessOpenSQL, append([]any{tokenHash}, args...)...).QueryRow(row.scan)
 	})
 	if err != nil {
 		return link.Link{}, fmt.Errorf("count open access: %w", err)

@@ -2,12 +2,10 @@ package postgres
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
@@ -129,9 +127,9 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 // lock on the challenge serialises parallel attempts, and each re-checks
 // the limit after the one before it commits, so no more than $2 are ever
 // compared. It returns nothing when there was nothing to charge.
-var attemptCodeSQL = fmt.Sprintf(`
+var attemptCodeSQL = `
 	WITH l AS (
-		SELECT `+linkColumns+` FROM links
+		SELECT ` + linkColumns + ` FROM links
 		WHERE token_hash = $1 AND status = 'active' AND expires_at > now() AND auth_type IN ('email_otp', 'sms_otp')
 	), ch AS (
 		UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now(),
@@ -140,29 +138,13 @@ var attemptCodeSQL = fmt.Sprintf(`
 			AND status IN ('pending', 'sent') AND code_hash IS NOT NULL AND wrong_codes < $2 AND expires_at > now()
 		RETURNING id::text, code_hash, wrong_codes, status = 'verified' AS matched
 	), upd AS (
-		UPDATE links SET `+CountAccessSet+`
+		UPDATE links SET ` + CountAccessSet + `
 		WHERE id = (SELECT id::uuid FROM l) AND status = 'active' AND expires_at > now()
 			AND (max_access_count IS NULL OR access_count < max_access_count)
 			AND EXISTS (SELECT 1 FROM ch WHERE matched)
 		RETURNING id, owner_id, access_count, status
-	), sess AS (
-		INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
-		SELECT $5::uuid, id, $6, $7 FROM upd
-	), e AS (
-		SELECT $8::uuid AS id, true AS verified, upd.id AS link_id, upd.owner_id, upd.access_count FROM upd
-		UNION ALL
-		SELECT $9::uuid, false, upd.id, upd.owner_id, upd.access_count FROM upd WHERE upd.status = 'exhausted'
-	), ev AS (
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, CASE WHEN e.verified THEN $10 ELSE $11 END, %s FROM e
-		RETURNING payload
-	)`+recordEventsSQL+`
-	SELECT l.*, ch.*, EXISTS (SELECT 1 FROM upd) FROM l, ch`,
-	fmt.Sprintf(eventSQL,
-		`CASE WHEN e.verified THEN '`+events.LinkVerified+`' ELSE '`+events.LinkExhausted+`' END`,
-		`CASE WHEN e.verified THEN '{"access_count":' || e.access_count || ',"session_id":"' || $5::uuid || '"}'
-			ELSE '{"access_count":' || e.access_count || '}' END`,
-		`CASE WHEN e.verified THEN $12::text ELSE '{"type":"system"}' END`))
+	)` + sessionOpenedSQL(5) + `
+	SELECT l.*, ch.*, EXISTS (SELECT 1 FROM upd) FROM l, ch`
 
 // AttemptCode runs a code verify in one statement and one group commit
 // (link.CodeAttempt). When there is nothing to charge (no such live OTP
@@ -170,20 +152,16 @@ var attemptCodeSQL = fmt.Sprintf(`
 // attempts) it is LinkNotFound and charges nothing: the caller then takes
 // the full path, which tells these apart.
 func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeOutcome, error) {
-	actorJSON, err := json.Marshal(a.Actor)
+	args, err := sessionOpenedArgs(a.Session, a.Actor)
 	if err != nil {
-		return link.CodeOutcome{}, fmt.Errorf("marshal actor: %w", err)
+		return link.CodeOutcome{}, err
 	}
-	verifiedID, exhaustedID := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
 	var (
 		row linkRow
 		out link.CodeOutcome
 	)
 	err = s.group.run(ctx, a.TokenHash, func(b *pgx.Batch) {
-		b.Queue(attemptCodeSQL, a.TokenHash, a.Limit, a.Blind, a.CodeHash,
-			a.Session.ID, a.Session.TokenHash, a.Session.ExpiresAt, verifiedID, exhaustedID,
-			events.SubjectPrefix+events.LinkVerified, events.SubjectPrefix+events.LinkExhausted, string(actorJSON),
-		).QueryRow(func(r pgx.Row) error {
+		b.Queue(attemptCodeSQL, append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...)...).QueryRow(func(r pgx.Row) error {
 			out = link.CodeOutcome{}
 			return row.scanExtra(r, &out.Challenge.ID, &out.Challenge.CodeHash, &out.Challenge.WrongCodes, &out.Matched, &out.Counted)
 		})
