@@ -38,3 +38,6 @@ func (g *GroupCommit) Pending() int {
 	defer g.mu.Unlock()
 	return len(g.pending)
 }
+
+// GroupBusy is how many waiting requests start a round beside the one out.
+const GroupBusy = groupBusy

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -145,12 +146,13 @@ func TestGroupCommitIsolatesARejectedRequest(t *testing.T) {
 
 // With a second slot free, requests that come while a round is out still
 // wait for the next round and share it, rather than each opening a round
-// (a round trip and a commit) of its own beside it.
+// (a round trip and a commit) of its own beside it, while they are fewer
+// than would start one (see the next test).
 func TestGroupCommitWaitersShareTheNextRound(t *testing.T) {
 	t.Parallel()
 	b := setupGroupSlots(t, 2, time.Minute)
 	wait := b.holdRound(t)
-	const n = 5
+	n := postgres.GroupBusy - 1
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -165,6 +167,61 @@ func TestGroupCommitWaitersShareTheNextRound(t *testing.T) {
 		}
 	}
 	b.sharedOneRound(t, n)
+}
+
+// Once enough requests wait behind the round in flight, they start a
+// round in the free slot at once, whether or not the round out is slow:
+// here it is held until the test ends, and the overlap is a minute.
+func TestGroupCommitStartsASecondRoundWhenBusy(t *testing.T) {
+	t.Parallel()
+	b := setupGroupSlots(t, 2, time.Minute)
+	ctx := context.Background()
+	holder, err := b.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback(ctx)
+	if _, err := holder.Exec(ctx, `SELECT pg_advisory_xact_lock(42)`); err != nil {
+		t.Fatal(err)
+	}
+	sent, held := make(chan struct{}), make(chan error, 1)
+	go func() {
+		held <- b.group.Run(ctx, nil, func(batch *pgx.Batch) {
+			batch.Queue(`SELECT pg_advisory_xact_lock(42)`)
+			close(sent)
+		})
+	}()
+	<-sent
+	n := postgres.GroupBusy
+	var done sync.WaitGroup
+	var finished atomic.Int32
+	errs := make([]error, n)
+	for i := range n {
+		done.Go(func() {
+			errs[i] = b.group.Run(ctx, nil, insert(i))
+			finished.Add(1)
+		})
+	}
+	ok := testkit.Within(10*time.Second, func() bool { return finished.Load() == int32(n) })
+	early := finished.Load()
+	if err := holder.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done.Wait()
+	if err := <-held; err != nil {
+		t.Errorf("held round: %v", err)
+	}
+	if !ok {
+		t.Fatalf("%d of %d waiting requests finished while the round ahead was held: they waited for it", early, n)
+	}
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("request %d: %v", i, err)
+		}
+	}
+	if got := b.ids(t); len(got) != n {
+		t.Errorf("rows %v, want %d", got, n)
+	}
 }
 
 // A round that is slow (here a 0.3 s statement) does not hold up the

@@ -6,7 +6,7 @@ import (
 	"time"
 )
 
-// pollEvery is how often Eventually re-checks its condition.
+// pollEvery is how often Eventually and Within re-check their condition.
 const pollEvery = 10 * time.Millisecond
 
 // Eventually calls cond every 10ms until it returns true, and fails the test
@@ -14,14 +14,21 @@ const pollEvery = 10 * time.Millisecond
 // always called at least once, even with a zero timeout.
 func Eventually(tb testing.TB, timeout time.Duration, cond func() bool, format string, args ...any) {
 	tb.Helper()
+	if !Within(timeout, cond) {
+		tb.Fatalf("not true within %s: %s", timeout, fmt.Sprintf(format, args...))
+	}
+}
+
+// Within is Eventually for a test that must clean up before it fails: it
+// reports whether cond became true within timeout.
+func Within(timeout time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(timeout)
 	for {
 		if cond() {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			tb.Fatalf("not true within %s: %s", timeout, fmt.Sprintf(format, args...))
-			return
+			return false
 		}
 		time.Sleep(pollEvery)
 	}
