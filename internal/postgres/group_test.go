@@ -171,7 +171,7 @@ func TestGroupCommitWaitersShareTheNextRound(t *testing.T) {
 
 // Once enough requests wait behind the round in flight, they start a
 // round in the free slot at once, whether or not the round out is slow:
-// here it is held until the test ends, and the overlap is a minute.
+// here it waits on a lock the test holds, and the overlap is a minute.
 func TestGroupCommitStartsASecondRoundWhenBusy(t *testing.T) {
 	t.Parallel()
 	b := setupGroupSlots(t, 2, time.Minute)
@@ -185,10 +185,11 @@ func TestGroupCommitStartsASecondRoundWhenBusy(t *testing.T) {
 		t.Fatal(err)
 	}
 	sent, held := make(chan struct{}), make(chan error, 1)
+	var once sync.Once
 	go func() {
 		held <- b.group.Run(ctx, nil, func(batch *pgx.Batch) {
 			batch.Queue(`SELECT pg_advisory_xact_lock(42)`)
-			close(sent)
+			once.Do(func() { close(sent) }) // queue may be called again on a retry
 		})
 	}()
 	<-sent
