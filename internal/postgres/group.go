@@ -42,7 +42,6 @@ type groupCommit struct {
 	wake    func()
 	slots   int            // rounds in flight at once (connections used)
 	overlap time.Duration  // how long a round is out before another may start beside it
-	busy    int            // requests waiting that start another round at once
 	max     int            // jobs per round
 	timeout time.Duration  // per round: a round outlives the request that started it
 	observe func(jobs int) // called with each round's size
@@ -71,9 +70,9 @@ type groupJob struct {
 // against 1,972 and 1,962; across a million links and for creates the
 // same within the host's noise).
 //
-// busy: a round's statements run one after another in one backend, so
+// groupBusy: a round's statements run one after another in one backend, so
 // while a full round is out Postgres works on one core however many it
-// has. Once busy requests wait behind it, they start a round in the free
+// has. Once groupBusy requests wait behind it, they start a round in the free
 // slot at once: it still shares one commit among them, and both cores
 // run statements. Session 8, four alternating pairs of make bench runs
 // (verify and otp scenarios) on a host where the bare UPDATE is CPU- and
@@ -90,7 +89,7 @@ const (
 )
 
 func newGroupCommit(pool *pgxpool.Pool, wake func()) *groupCommit {
-	return &groupCommit{pool: pool, wake: wake, slots: groupSlots, overlap: groupOverlap, busy: groupBusy, max: groupMax, timeout: groupTimeout}
+	return &groupCommit{pool: pool, wake: wake, slots: groupSlots, overlap: groupOverlap, max: groupMax, timeout: groupTimeout}
 }
 
 // run queues one request's statements into the next round and waits for
@@ -102,7 +101,7 @@ func newGroupCommit(pool *pgxpool.Pool, wake func()) *groupCommit {
 // when it returns, with every request that came meanwhile; only when the
 // round in flight is slow (still out after overlap: a row lock, a slow
 // flush) does it start a round of its own beside it, in a free slot, or
-// when busy requests are waiting (a round's worth: see groupBusy). A
+// when groupBusy requests are waiting (a round's worth). A
 // second round opened as soon as a request arrived carried a request or
 // two and cost its own round trip and commit; sharing the next round is
 // where the group commit saves.
@@ -110,7 +109,7 @@ func (g *groupCommit) run(ctx context.Context, key []byte, queue func(b *pgx.Bat
 	j := &groupJob{ctx: ctx, key: key, queue: queue, done: make(chan struct{})}
 	g.mu.Lock()
 	g.pending = append(g.pending, j)
-	lead := g.active == 0 || (g.active < g.slots && len(g.pending) >= g.busy)
+	lead := g.active == 0 || (g.active < g.slots && len(g.pending) >= groupBusy)
 	if lead {
 		g.active++
 	}
