@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/json"
+	"errors"
 	"fmt"
 	mrand "math/rand/v2"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -198,6 +200,57 @@ func (b *bench) ceilingVerifyOne(ctx context.Context, conc int, dur time.Duratio
 		return b.ceilPool.QueryRow(ctx, verifyOneStatementSQL, ids[mrand.IntN(len(ids))],
 			uuid.Must(uuid.NewV7()), keys.LookupHash(secret.NewToken(link.SessionTokenPrefix)),
 			time.Now().Add(30*time.Minute), uuid.Must(uuid.NewV7()), actor).Scan(&n, &st)
+	})
+}
+
+// ceilingCode is (b) for a code verify: the one statement the service
+// sends for one (postgres.AttemptCodeQuery: the link found by token hash,
+// its challenge charged and used up, the access counted, the session and
+// the events written), with the service's arguments, straight through
+// pgx, one autocommit statement each. Each of links is used once, taken
+// in turn through next across interleaved rounds; a round stops early
+// when they run out.
+func (b *bench) ceilingCode(ctx context.Context, conc int, dur time.Duration, links []codeLink, next *atomic.Int64) result {
+	keys := b.st.keys
+	actor := events.Actor{Type: "recipient", IP: "127.0.0.1", UserAgent: "Go-http-client/1.1"}
+	stop := time.Now().Add(dur)
+	return runWorkers(ctx, conc, func(ctx context.Context, _ int) (bool, error) {
+		if time.Now().After(stop) {
+			return false, nil
+		}
+		i := int(next.Add(1)) - 1
+		if i >= len(links) {
+			return false, nil
+		}
+		th := keys.LookupHash(links[i].token)
+		sess := &link.Session{ID: uuid.Must(uuid.NewV7()).String(),
+			TokenHash: keys.LookupHash(secret.NewToken(link.SessionTokenPrefix)), ExpiresAt: time.Now().Add(30 * time.Minute)}
+		sql, args, err := postgres.AttemptCodeQuery(link.CodeAttempt{TokenHash: th, CodeHash: keys.CodeHash(th, links[i].code),
+			Blind: secret.NewBlind(), Limit: link.DefaultOTPLimits.MaxWrongCodes, Session: sess, Actor: actor})
+		if err != nil {
+			return true, err
+		}
+		rows, err := b.ceilPool.Query(ctx, sql, args...)
+		if err != nil {
+			return true, err
+		}
+		counted := false
+		for rows.Next() {
+			vals, err := rows.Values()
+			if err != nil {
+				rows.Close()
+				return true, err
+			}
+			counted, _ = vals[len(vals)-1].(bool)
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return true, err
+		}
+		if !counted {
+			return true, errors.New("code verify ceiling: the access was not counted")
+		}
+		return true, nil
 	})
 }
 

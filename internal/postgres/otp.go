@@ -152,7 +152,7 @@ var attemptCodeSQL = `
 // attempts) it is LinkNotFound and charges nothing: the caller then takes
 // the full path, which tells these apart.
 func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeOutcome, error) {
-	args, err := sessionOpenedArgs(a.Session, a.Actor)
+	sql, args, err := AttemptCodeQuery(a)
 	if err != nil {
 		return link.CodeOutcome{}, err
 	}
@@ -161,7 +161,7 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 		out link.CodeOutcome
 	)
 	err = s.group.run(ctx, a.TokenHash, func(b *pgx.Batch) {
-		b.Queue(attemptCodeSQL, append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...)...).QueryRow(func(r pgx.Row) error {
+		b.Queue(sql, args...).QueryRow(func(r pgx.Row) error {
 			out = link.CodeOutcome{}
 			return row.scanExtra(r, &out.Challenge.ID, &out.Challenge.CodeHash, &out.Challenge.WrongCodes, &out.Matched, &out.Counted)
 		})
@@ -181,6 +181,20 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 		a.Session.LinkID = l.ID
 	}
 	return out, nil
+}
+
+// AttemptCodeQuery is the statement AttemptCode sends for a and its
+// arguments: the benchmark's code-verify ceiling runs exactly this
+// through pgx, so that ceiling cannot drift from the service's SQL. Its
+// one row is the link's columns, the challenge's id, code hash and
+// attempts used, whether the code matched, and whether the access was
+// counted; no row when there was nothing to charge.
+func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
+	args, err := sessionOpenedArgs(a.Session, a.Actor)
+	if err != nil {
+		return "", nil, err
+	}
+	return attemptCodeSQL, append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...), nil
 }
 
 // ChargeCodeAttempt counts a code attempt before it is checked and returns
