@@ -254,6 +254,43 @@ func (b *bench) ceilingCode(ctx context.Context, conc int, dur time.Duration, li
 	})
 }
 
+// ceilingOpen is (b) for an open: the one statement the service sends
+// for one (postgres.OpenQuery), with the service's arguments, straight
+// through pgx, on random pairs of link token and access token that
+// verifies returned.
+func (b *bench) ceilingOpen(ctx context.Context, conc int, dur time.Duration, pairs []accessPair) result {
+	keys := b.st.keys
+	actor := events.Actor{Type: "recipient", IP: "127.0.0.1", UserAgent: "Go-http-client/1.1"}
+	return runClosed(ctx, conc, dur, func(ctx context.Context, _ int) error {
+		p := pairs[mrand.IntN(len(pairs))]
+		sql, args, err := postgres.OpenQuery(keys.LookupHash(p.token), keys.LookupHash(p.access), "",
+			uuid.Must(uuid.NewV7()).String(), actor)
+		if err != nil {
+			return err
+		}
+		rows, err := b.ceilPool.Query(ctx, sql, args...)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for rows.Next() {
+			if _, err := rows.Values(); err != nil {
+				rows.Close()
+				return err
+			}
+			n++
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if n != 1 {
+			return errors.New("open ceiling: the session did not open its link")
+		}
+		return nil
+	})
+}
+
 // ceilingExpire is (d): the reaper's batched SKIP LOCKED expiry, in
 // batches of 5000, until limit rows are done or none is left before cut;
 // with one outbox row per link (the brief's form), or per batch (the

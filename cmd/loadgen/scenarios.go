@@ -219,7 +219,7 @@ func (b *bench) verify(ctx context.Context) error {
 	hotBare := run(func() result { return b.ceilingBareAccess(ctx, conc, b.sz.ceilDur, []string{b.hot.id}) })
 	hotFull := run(func() result { return b.ceilingVerifyTx(ctx, conc, b.sz.ceilDur, []string{b.hot.id}) })
 	hotOne := run(func() result { return b.ceilingVerifyOne(ctx, conc, b.sz.ceilDur, []string{b.hot.id}) })
-	b.accessRows("hot: one link", hotV, hotO, hotBare, hotFull, hotOne, false)
+	b.accessRows("hot: one link", hotV, hotO, hotBare, hotFull, hotOne, nil)
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -251,6 +251,14 @@ func (b *bench) verify(ctx context.Context) error {
 	// Interleaved (see interleave): each round runs a slice of verify, of
 	// open, and of each ceiling, back to back.
 	pairs := make([][]accessPair, conc)
+	collect := func() []accessPair {
+		var all []accessPair
+		for _, p := range pairs {
+			all = append(all, p...)
+		}
+		return all
+	}
+	noPairs := result{failed: 1, firstErr: errors.New("no verify across the seeded links succeeded")}
 	verifySlice, ceilSlice := b.sz.verifyDur/accessRounds, b.sz.ceilDur/accessRounds
 	m := b.interleave(ctx, accessRounds,
 		func() result {
@@ -267,12 +275,9 @@ func (b *bench) verify(ctx context.Context) error {
 			})
 		},
 		func() result {
-			var all []accessPair
-			for _, p := range pairs {
-				all = append(all, p...)
-			}
+			all := collect()
 			if len(all) == 0 {
-				return result{failed: 1, firstErr: errors.New("no verify across the seeded links succeeded")}
+				return noPairs
 			}
 			return runClosed(ctx, conc, verifySlice, func(ctx context.Context, _ int) error {
 				p := all[mrand.IntN(len(all))]
@@ -282,13 +287,20 @@ func (b *bench) verify(ctx context.Context) error {
 		func() result { return b.ceilingBareAccess(ctx, conc, ceilSlice, sampleIDs) },
 		func() result { return b.ceilingVerifyTx(ctx, conc, ceilSlice, sampleIDs) },
 		func() result { return b.ceilingVerifyOne(ctx, conc, ceilSlice, sampleIDs) },
+		func() result {
+			all := collect()
+			if len(all) == 0 {
+				return noPairs
+			}
+			return b.ceilingOpen(ctx, conc, ceilSlice, all)
+		},
 	)
-	accV, accO, accBare, accFull, accOne := m[0], m[1], m[2], m[3], m[4]
+	accV, accO, accBare, accFull, accOne, accOpen := m[0], m[1], m[2], m[3], m[4], m[5]
 	if accV.res.ok == 0 {
 		return fmt.Errorf("no verify across the seeded links succeeded: %v", accV.res.firstErr)
 	}
 	b.sampleIDs = sampleIDs
-	b.accessRows(fmt.Sprintf("across %s links", thousands(int64(b.sz.seedN))), accV, accO, accBare, accFull, accOne, true)
+	b.accessRows(fmt.Sprintf("across %s links", thousands(int64(b.sz.seedN))), accV, accO, accBare, accFull, accOne, &accOpen)
 
 	// (f): what HTTP alone costs on these cores, so the gap between a
 	// verify and the bare UPDATE can be told apart from the service's work.
@@ -310,11 +322,11 @@ func (b *bench) verify(ctx context.Context) error {
 
 // accessRows adds the verify and open rows of one link population, each
 // against the bare UPDATE (the target) with the full transaction noted,
-// and the two ceilings themselves. bound adds boundNote (across many
-// links, where the bare UPDATE is bound by CPU rather than by one row's
-// lock).
-func (b *bench) accessRows(where string, v, o, bare, full, one measured, bound bool) {
-	for _, x := range []struct {
+// and the ceilings themselves. open, when measured (across many links,
+// where the bare UPDATE is bound by CPU rather than by one row's lock),
+// is the open's own statement through pgx; it also adds boundNote.
+func (b *bench) accessRows(where string, v, o, bare, full, one measured, open *measured) {
+	for i, x := range []struct {
 		what string
 		m    measured
 	}{
@@ -324,27 +336,42 @@ func (b *bench) accessRows(where string, v, o, bare, full, one measured, bound b
 		rs, rv := ratio(x.m.res.rate(), bare.res.rate())
 		fs, _ := ratio(x.m.res.rate(), full.res.rate())
 		ones, _ := ratio(x.m.res.rate(), one.res.rate())
-		bn := ""
-		if bound {
+		own, bn := "", ""
+		if open != nil {
 			bn = boundNote(x.m.cpu, bare)
+			if i == 1 && open.res.ok > 0 {
+				rs, _ := ratio(x.m.res.rate(), open.res.rate())
+				own = fmt.Sprintf("%s × its own statement straight through pgx (ceiling row below)", rs)
+			}
 		}
 		r := row{Scenario: "2 verify", What: fmt.Sprintf("%s, %s, c=16", x.what, where),
 			Rate: perSec(x.m.res.rate(), "req/s"), Ceiling: ceilingCell("(b) bare UPDATE", bare.res, "/s"), Ratio: rs,
 			Target: "≥ 0.50 × (b)", Result: passFail(rv >= 0.50),
-			Note: joinNotes(fmt.Sprintf("%s × (b) one statement, %s × (b) three-statement tx", ones, fs), bn, errNote(x.m.res), x.m.cpu.note)}
+			Note: joinNotes(own, fmt.Sprintf("%s × (b) verify's one statement, %s × (b) three-statement tx", ones, fs), bn, errNote(x.m.res), x.m.cpu.note)}
 		latRow(&r, x.m.res)
 		b.rep.add(r)
 	}
-	for _, x := range []struct {
+	ceilings := []struct {
 		what string
 		m    measured
 	}{
 		{"(b) bare access-count UPDATE", bare},
 		{"(b) what a verify commits (UPDATE + session + outbox) as a three-statement transaction", full},
 		{"(b) the same as one statement (CTE), 1 round trip, as the service sends it (by id; the service's finds the link by token hash)", one},
-	} {
+	}
+	if open != nil {
+		ceilings = append(ceilings, struct {
+			what string
+			m    measured
+		}{"(b) what an open commits, as the service's one statement (link by token hash and session checked, link.opened written) through pgx, on the verified sessions", *open})
+	}
+	for i, x := range ceilings {
 		r := row{Scenario: "ceiling", What: fmt.Sprintf("%s, %s, c=16 (pgx, 16 conns)", x.what, where),
 			Rate: perSec(x.m.res.rate(), "tx/s"), Note: joinNotes(errNote(x.m.res), x.m.cpu.note)}
+		if i > 0 && x.m.res.ok > 0 { // the SQL's own cost against the bare UPDATE
+			r.Ceiling = ceilingCell("(b) bare UPDATE", bare.res, "/s")
+			r.Ratio, _ = ratio(x.m.res.rate(), bare.res.rate())
+		}
 		latRow(&r, x.m.res)
 		b.rep.add(r)
 	}

@@ -299,20 +299,31 @@ var openSQL = fmt.Sprintf(`
 		`'{"target_id":' || to_json(e.target_id)::text || ',"grant_id":"' || $6::uuid || '"}'`, `$7::text`),
 	linkColumns)
 
+// OpenQuery is the statement OpenWithSession sends and its arguments:
+// the benchmark's open ceiling runs exactly this through pgx, so that
+// ceiling cannot drift from the service's SQL. Its one row is the link's
+// columns; no row when the link or the session is not valid.
+func OpenQuery(tokenHash, sessionHash []byte, targetID, grantID string, actor events.Actor) (string, []any, error) {
+	actorJSON, err := json.Marshal(actor)
+	if err != nil {
+		return "", nil, fmt.Errorf("marshal actor: %w", err)
+	}
+	return openSQL, []any{tokenHash, sessionHash, targetID, uuid.Must(uuid.NewV7()).String(),
+		events.SubjectPrefix + events.LinkOpened, grantID, string(actorJSON)}, nil
+}
+
 // OpenWithSession returns the link the session belongs to while both are
 // valid (an exhausted link still serves the sessions that used up its
 // count) and records link.opened for targetID ("" = the only target) with
 // grantID, when the link has that target.
 func (s *Store) OpenWithSession(ctx context.Context, tokenHash, sessionHash []byte, targetID, grantID string, actor events.Actor) (link.Link, error) {
-	actorJSON, err := json.Marshal(actor)
+	sql, args, err := OpenQuery(tokenHash, sessionHash, targetID, grantID, actor)
 	if err != nil {
-		return link.Link{}, fmt.Errorf("marshal actor: %w", err)
+		return link.Link{}, err
 	}
-	eventID := uuid.Must(uuid.NewV7()).String()
 	var row linkRow
 	err = s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
-		b.Queue(openSQL, tokenHash, sessionHash, targetID, eventID,
-			events.SubjectPrefix+events.LinkOpened, grantID, string(actorJSON)).QueryRow(row.scan)
+		b.Queue(sql, args...).QueryRow(row.scan)
 	})
 	if err != nil {
 		return link.Link{}, fmt.Errorf("open with session: %w", err)
