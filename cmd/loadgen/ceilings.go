@@ -230,24 +230,11 @@ func (b *bench) ceilingCode(ctx context.Context, conc int, dur time.Duration, li
 		if err != nil {
 			return true, err
 		}
-		rows, err := b.ceilPool.Query(ctx, sql, args...)
+		last, _, err := b.queryLast(ctx, sql, args)
 		if err != nil {
 			return true, err
 		}
-		counted := false
-		for rows.Next() {
-			vals, err := rows.Values()
-			if err != nil {
-				rows.Close()
-				return true, err
-			}
-			counted, _ = vals[len(vals)-1].(bool)
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return true, err
-		}
-		if !counted {
+		if counted, _ := last.(bool); !counted {
 			return true, errors.New("code verify ceiling: the access was not counted")
 		}
 		return true, nil
@@ -268,20 +255,8 @@ func (b *bench) ceilingOpen(ctx context.Context, conc int, dur time.Duration, pa
 		if err != nil {
 			return err
 		}
-		rows, err := b.ceilPool.Query(ctx, sql, args...)
+		_, n, err := b.queryLast(ctx, sql, args)
 		if err != nil {
-			return err
-		}
-		n := 0
-		for rows.Next() {
-			if _, err := rows.Values(); err != nil {
-				rows.Close()
-				return err
-			}
-			n++
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
 			return err
 		}
 		if n != 1 {
@@ -289,6 +264,25 @@ func (b *bench) ceilingOpen(ctx context.Context, conc int, dur time.Duration, pa
 		}
 		return nil
 	})
+}
+
+// queryLast runs a service statement through the ceiling pool, decoding
+// every value of every row as the service's scan does, and returns the
+// last row's last value and the number of rows.
+func (b *bench) queryLast(ctx context.Context, sql string, args []any) (last any, n int, err error) {
+	rows, err := b.ceilPool.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			return nil, n, err
+		}
+		last, n = vals[len(vals)-1], n+1
+	}
+	return last, n, rows.Err()
 }
 
 // ceilingExpire is (d): the reaper's batched SKIP LOCKED expiry, in
