@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := .data/bin
 CMDS  := ./cmd/api ./cmd/notifier ./cmd/reaper ./cmd/devstack
 
-.PHONY: build run test testdb-stop bench lint
+.PHONY: build run test testdb-stop bench lint deploy-check
 
 ## build: compile api, notifier, reaper and devstack into .data/bin
 build:
@@ -31,6 +31,13 @@ testdb-stop:
 ## bench: load generator against a running stack
 bench:
 	$(GO) run ./cmd/loadgen $(BENCH_FLAGS)
+
+## deploy-check: promtool (go.mod's version, built on first use) checks deploy/prometheus:
+## the config with its rule file, and the alert rules' unit tests
+deploy-check:
+	@v="$$($(GO) list -m -f '{{.Version}}' github.com/prometheus/prometheus)" || exit 1; \
+	$(GO) run github.com/prometheus/prometheus/cmd/promtool@$$v check config deploy/prometheus/prometheus.yml && \
+	$(GO) run github.com/prometheus/prometheus/cmd/promtool@$$v test rules deploy/prometheus/alerts_test.yml
 
 ## lint: go vet and a gofmt check
 lint:

@@ -46,6 +46,9 @@ func NewRelayMetrics(reg prometheus.Registerer) *RelayMetrics {
 			Buckets: []float64{1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1000},
 		}),
 	}
+	for _, r := range []string{"ok", "error"} { // zeros, so an alert sees the first error
+		m.Published.WithLabelValues(r)
+	}
 	reg.MustRegister(m.Pending, m.Published, m.Lag, m.Claimed)
 	return m
 }

@@ -40,6 +40,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m.OTPVerifications = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sharelinks_otp_verifications_total", Help: "One-time code verifications by result.",
 	}, []string{"result"})
+	// Every result exported as zero from the start: an alert on the first
+	// failed send needs a series that was there before it.
+	for _, r := range []string{"accepted", "throttled", "failed_send"} {
+		m.OTPRequests.WithLabelValues(r)
+	}
+	for _, r := range []string{"ok", "bad_code", "locked", "expired"} {
+		m.OTPVerifications.WithLabelValues(r)
+	}
 	reg.MustRegister(m.Requests, m.Duration, m.OTPRequests, m.OTPVerifications)
 	return m
 }

@@ -62,7 +62,7 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
 	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, RecipientActor(r))
 	if body.Code != "" {
-		s.metrics.OTPVerifications.WithLabelValues(otpVerifyResult(err)).Inc()
+		s.metrics.OTPVerification(OTPVerifyResult(err))
 	}
 	if err != nil {
 		return err
@@ -121,7 +121,9 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-func otpVerifyResult(err error) string {
+// OTPVerifyResult is the sharelinks_otp_verifications_total result of a
+// code verify's outcome.
+func OTPVerifyResult(err error) string {
 	if err == nil {
 		return "ok"
 	}
@@ -136,18 +138,30 @@ func otpVerifyResult(err error) string {
 	return "bad_code"
 }
 
-func (s *Server) requestOTP(w http.ResponseWriter, r *http.Request) error {
-	sent, err := s.svc.RequestOTP(r.Context(), r.PathValue("token"), RecipientActor(r))
+// OTPRequestResult is the sharelinks_otp_requests_total result of a code
+// request's outcome, or "" for an outcome it does not count (no such
+// link, a link without codes, an internal error).
+func OTPRequestResult(err error) string {
+	if err == nil {
+		return "accepted"
+	}
 	switch apperr.CodeOf(err) {
 	case apperr.TooMany:
-		s.metrics.OTPRequests.WithLabelValues("throttled").Inc()
+		return "throttled"
 	case apperr.Upstream:
-		s.metrics.OTPRequests.WithLabelValues("failed_send").Inc()
+		return "failed_send"
+	}
+	return ""
+}
+
+func (s *Server) requestOTP(w http.ResponseWriter, r *http.Request) error {
+	sent, err := s.svc.RequestOTP(r.Context(), r.PathValue("token"), RecipientActor(r))
+	if res := OTPRequestResult(err); res != "" {
+		s.metrics.OTPRequest(res)
 	}
 	if err != nil {
 		return err
 	}
-	s.metrics.OTPRequests.WithLabelValues("accepted").Inc()
 	writeJSON(w, http.StatusAccepted, map[string]any{
 		"sent_to": sent.SentTo, "resend_after": int(sent.ResendAfter / time.Second),
 	})

@@ -225,21 +225,9 @@ func (p *Pages) unlock(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (p *Pages) observeVerify(err error) {
-	if p.obs == nil {
-		return
+	if p.obs != nil {
+		p.obs.OTPVerification(httpapi.OTPVerifyResult(err))
 	}
-	result := "bad_code"
-	if err == nil {
-		result = "ok"
-	} else if e, ok := apperr.As(err); ok {
-		switch e.Reason {
-		case "code_locked":
-			result = "locked"
-		case "code_expired":
-			result = "expired"
-		}
-	}
-	p.obs.OTPVerification(result)
 }
 
 // sendCode asks for a one-time code and shows the code form with the wait
@@ -257,17 +245,10 @@ func (p *Pages) sendCode(w http.ResponseWriter, r *http.Request) error {
 	// Rounded up: a page without JavaScript must not invite an early click.
 	at := func(d time.Duration) string { return strconv.FormatInt(p.now().Add(d+time.Second-1).Unix(), 10) }
 	sent, err := p.svc.RequestOTP(r.Context(), token, httpapi.RecipientActor(r))
-	e, _ := apperr.As(err)
-	if p.obs != nil && (err == nil || e != nil) {
-		switch {
-		case err == nil:
-			p.obs.OTPRequest("accepted")
-		case e.Code == apperr.TooMany:
-			p.obs.OTPRequest("throttled")
-		case e.Code == apperr.Upstream:
-			p.obs.OTPRequest("failed_send")
-		}
+	if res := httpapi.OTPRequestResult(err); p.obs != nil && res != "" {
+		p.obs.OTPRequest(res)
 	}
+	e, _ := apperr.As(err)
 	switch {
 	case err == nil:
 		redirect(w, r, base+"/code?sent=1&r="+at(sent.ResendAfter))

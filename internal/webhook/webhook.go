@@ -203,6 +203,10 @@ func (s *Service) Deliveries(ctx context.Context, ownerID, id string) ([]postgre
 	return s.store.ListDeliveries(ctx, ownerID, id, 100)
 }
 
+// deliveryResults maps a delivery attempt's outcome to its
+// sharelinks_webhook_deliveries_total result.
+var deliveryResults = map[string]string{"delivered": "ok", "retry": "retry", "failed": "failed"}
+
 // Metrics count delivery attempts.
 type Metrics struct{ Deliveries *prometheus.CounterVec }
 
@@ -211,6 +215,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{Deliveries: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "sharelinks_webhook_deliveries_total", Help: "Webhook delivery attempts by result.",
 	}, []string{"result"})}
+	for _, r := range deliveryResults { // zeros, so an alert sees the first failure
+		m.Deliveries.WithLabelValues(r)
+	}
 	reg.MustRegister(m.Deliveries)
 	return m
 }
@@ -399,8 +406,7 @@ func (d *Dispatcher) outcome(ctx context.Context, dl postgres.Delivery, result s
 	if err := d.store.DeliveryOutcome(ctx, dl.ID, status, code, lastErr, next); err != nil {
 		d.log.Warn("record webhook outcome; the lease expiry retries it", "delivery_id", dl.ID, "err", err)
 	}
-	label := map[string]string{"delivered": "ok", "retry": "retry", "failed": "failed"}[result]
-	d.metrics.Deliveries.WithLabelValues(label).Inc()
+	d.metrics.Deliveries.WithLabelValues(deliveryResults[result]).Inc()
 	if result != "delivered" {
 		d.log.Info("webhook delivery not accepted", "delivery_id", dl.ID, "attempts", dl.Attempts, "status", status, "err", msg)
 	}
