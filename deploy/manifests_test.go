@@ -1,0 +1,369 @@
+package deploy_test
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// runtimeEnv are read by the Go runtime, not by our configuration.
+var runtimeEnv = map[string]bool{"GOMEMLIMIT": true, "GOMAXPROCS": true, "GOGC": true, "GODEBUG": true, "TZ": true}
+
+var (
+	knownOnce sync.Once
+	known     map[string]map[string]bool // "api serve", "notifier", ... -> env names
+	knownErr  error
+	envInHelp = regexp.MustCompile(`\(\$([A-Z][A-Z0-9_]*)\)`)
+)
+
+// commands are what the image runs (deploy/Dockerfile: one image, the
+// command picks the binary).
+var commands = []string{"api serve", "api migrate", "notifier", "reaper"}
+
+// knownEnv builds the three binaries and reads, from each command's -h,
+// the environment variables it reads: the binaries themselves are the
+// authority on their settings.
+func knownEnv(t *testing.T) map[string]map[string]bool {
+	t.Helper()
+	knownOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "sharelinks-bins-")
+		if err != nil {
+			knownErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/notifier", "./cmd/reaper")
+		build.Dir = ".."
+		if out, err := build.CombinedOutput(); err != nil {
+			knownErr = errors.New("go build: " + err.Error() + "\n" + string(out))
+			return
+		}
+		known = map[string]map[string]bool{}
+		for _, c := range commands {
+			args := strings.Fields(c)
+			out, _ := exec.Command(filepath.Join(dir, args[0]), append(args[1:], "-h")...).CombinedOutput() // -h exits non-zero
+			if !bytes.Contains(out, []byte("Usage of")) {
+				knownErr = errors.New(c + " -h printed no usage:\n" + string(out))
+				return
+			}
+			known[c] = map[string]bool{}
+			for _, m := range envInHelp.FindAllSubmatch(out, -1) {
+				known[c][string(m[1])] = true
+			}
+		}
+	})
+	if knownErr != nil {
+		t.Fatal(knownErr)
+	}
+	return known
+}
+
+// k8s objects, as far as these checks read them.
+type (
+	k8sObject struct {
+		Kind     string            `yaml:"kind"`
+		Metadata k8sMeta           `yaml:"metadata"`
+		Data     map[string]string `yaml:"data"`
+		String   map[string]string `yaml:"stringData"`
+		Spec     struct {
+			Selector struct {
+				MatchLabels map[string]string `yaml:"matchLabels"`
+			} `yaml:"selector"`
+			Template struct {
+				Metadata k8sMeta `yaml:"metadata"`
+				Spec     struct {
+					Containers []k8sContainer `yaml:"containers"`
+				} `yaml:"spec"`
+			} `yaml:"template"`
+		} `yaml:"spec"`
+	}
+	k8sMeta struct {
+		Name        string            `yaml:"name"`
+		Labels      map[string]string `yaml:"labels"`
+		Annotations map[string]string `yaml:"annotations"`
+	}
+	k8sContainer struct {
+		Name    string   `yaml:"name"`
+		Command []string `yaml:"command"`
+		Ports   []struct {
+			Name          string `yaml:"name"`
+			ContainerPort int    `yaml:"containerPort"`
+		} `yaml:"ports"`
+		EnvFrom []struct {
+			ConfigMapRef *struct {
+				Name string `yaml:"name"`
+			} `yaml:"configMapRef"`
+		} `yaml:"envFrom"`
+		Env []struct {
+			Name      string `yaml:"name"`
+			Value     string `yaml:"value"`
+			ValueFrom *struct {
+				SecretKeyRef *struct {
+					Name     string `yaml:"name"`
+					Key      string `yaml:"key"`
+					Optional bool   `yaml:"optional"`
+				} `yaml:"secretKeyRef"`
+			} `yaml:"valueFrom"`
+		} `yaml:"env"`
+		Resources struct {
+			Requests map[string]string `yaml:"requests"`
+		} `yaml:"resources"`
+		Liveness  *k8sProbe `yaml:"livenessProbe"`
+		Readiness *k8sProbe `yaml:"readinessProbe"`
+	}
+	k8sProbe struct {
+		HTTPGet *struct {
+			Path string    `yaml:"path"`
+			Port yaml.Node `yaml:"port"` // a name or a number
+		} `yaml:"httpGet"`
+	}
+)
+
+func readK8s(t *testing.T) []k8sObject {
+	t.Helper()
+	files, err := filepath.Glob("k8s/*.yaml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no manifests under k8s/: %v", err)
+	}
+	var objs []k8sObject
+	for _, f := range files {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		for {
+			var o k8sObject
+			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			if o.Kind != "" {
+				objs = append(objs, o)
+			}
+		}
+	}
+	return objs
+}
+
+// addrPort is the port of a listen address such as ":9091".
+func addrPort(t *testing.T, addr string) int {
+	t.Helper()
+	_, p, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatalf("listen address %q: %v", addr, err)
+	}
+	n, err := strconv.Atoi(p)
+	if err != nil {
+		t.Fatalf("listen address %q: %v", addr, err)
+	}
+	return n
+}
+
+// TestKubernetesManifests checks each sharelinks container against its
+// binary: every variable it is given is one the binary reads, its probes
+// hit /healthz and /readyz on the port the binary listens on (where the
+// scrape annotation points too), it asks for resources, and each of its
+// Deployments has a PodDisruptionBudget.
+func TestKubernetesManifests(t *testing.T) {
+	env := knownEnv(t)
+	objs := readK8s(t)
+	configMaps, secrets := map[string]map[string]string{}, map[string]map[string]string{}
+	var pdbs []k8sObject
+	for _, o := range objs {
+		switch o.Kind {
+		case "ConfigMap":
+			configMaps[o.Metadata.Name] = o.Data
+		case "Secret":
+			secrets[o.Metadata.Name] = o.String
+		case "PodDisruptionBudget":
+			pdbs = append(pdbs, o)
+		}
+	}
+	usedKeys := map[string]map[string]bool{} // config map -> keys some binary reading it knows
+	deployments := 0
+	for _, o := range objs {
+		if o.Kind != "Deployment" && o.Kind != "Job" {
+			continue
+		}
+		for _, c := range o.Spec.Template.Spec.Containers {
+			cmd := strings.Join(c.Command, " ")
+			vars, ours := env[cmd]
+			if !ours {
+				if slices.Contains([]string{"api", "notifier", "reaper"}, c.Command[0]) {
+					t.Errorf("%s %s: command %q is none of %v", o.Kind, o.Metadata.Name, cmd, commands)
+				}
+				continue
+			}
+			where := o.Kind + " " + o.Metadata.Name
+			set := map[string]string{}
+			for _, e := range c.Env {
+				set[e.Name] = e.Value
+				if !vars[e.Name] && !runtimeEnv[e.Name] {
+					t.Errorf("%s: %s does not read %s", where, cmd, e.Name)
+				}
+				if r := e.ValueFrom; r != nil && r.SecretKeyRef != nil && !r.SecretKeyRef.Optional {
+					if _, ok := secrets[r.SecretKeyRef.Name][r.SecretKeyRef.Key]; !ok {
+						t.Errorf("%s: %s comes from secret %s key %s, which secret.example.yaml does not show",
+							where, e.Name, r.SecretKeyRef.Name, r.SecretKeyRef.Key)
+					}
+				}
+			}
+			for _, ef := range c.EnvFrom {
+				if ef.ConfigMapRef == nil {
+					continue
+				}
+				cm, ok := configMaps[ef.ConfigMapRef.Name]
+				if !ok {
+					t.Errorf("%s: config map %s is not in k8s/", where, ef.ConfigMapRef.Name)
+				}
+				if usedKeys[ef.ConfigMapRef.Name] == nil {
+					usedKeys[ef.ConfigMapRef.Name] = map[string]bool{}
+				}
+				for k, v := range cm {
+					if vars[k] {
+						usedKeys[ef.ConfigMapRef.Name][k] = true
+						if _, own := set[k]; !own {
+							set[k] = v
+						}
+					}
+				}
+			}
+			if o.Kind == "Job" {
+				continue
+			}
+			deployments++
+			// The binary's one HTTP port: the api's, or a worker's metrics.
+			addrVar := "METRICS_ADDR"
+			if cmd == "api serve" {
+				addrVar = "HTTP_ADDR"
+			}
+			addr, ok := set[addrVar]
+			if !ok {
+				t.Errorf("%s: %s is not set, so the probes' port is the binary's default, not the manifest's", where, addrVar)
+				continue
+			}
+			port := addrPort(t, addr)
+			portOf := func(n yaml.Node) int {
+				if p, err := strconv.Atoi(n.Value); err == nil {
+					return p
+				}
+				for _, p := range c.Ports {
+					if p.Name == n.Value {
+						return p.ContainerPort
+					}
+				}
+				return -1
+			}
+			for _, pr := range []struct {
+				name, path string
+				probe      *k8sProbe
+			}{{"liveness", "/healthz", c.Liveness}, {"readiness", "/readyz", c.Readiness}} {
+				switch {
+				case pr.probe == nil || pr.probe.HTTPGet == nil:
+					t.Errorf("%s: no %s probe over HTTP", where, pr.name)
+				case pr.probe.HTTPGet.Path != pr.path:
+					t.Errorf("%s: %s probe on %s, want %s", where, pr.name, pr.probe.HTTPGet.Path, pr.path)
+				case portOf(pr.probe.HTTPGet.Port) != port:
+					t.Errorf("%s: %s probe on port %q, but %s=%s", where, pr.name, pr.probe.HTTPGet.Port.Value, addrVar, addr)
+				}
+			}
+			if a := o.Spec.Template.Metadata.Annotations["prometheus.io/port"]; a != strconv.Itoa(port) {
+				t.Errorf("%s: prometheus.io/port %q, but %s=%s", where, a, addrVar, addr)
+			}
+			if c.Resources.Requests["cpu"] == "" || c.Resources.Requests["memory"] == "" {
+				t.Errorf("%s: requests no cpu or memory", where)
+			}
+			covered := slices.ContainsFunc(pdbs, func(p k8sObject) bool {
+				sel := p.Spec.Selector.MatchLabels
+				if len(sel) == 0 {
+					return false
+				}
+				for k, v := range sel {
+					if o.Spec.Template.Metadata.Labels[k] != v {
+						return false
+					}
+				}
+				return true
+			})
+			if !covered {
+				t.Errorf("%s: no PodDisruptionBudget selects its pods", where)
+			}
+		}
+	}
+	if deployments != 3 {
+		t.Errorf("found %d sharelinks Deployments, want api, notifier and reaper", deployments)
+	}
+	for name, cm := range configMaps {
+		for k := range cm {
+			if usedKeys[name] != nil && !usedKeys[name][k] {
+				t.Errorf("config map %s sets %s, which no binary that reads the map reads", name, k)
+			}
+		}
+	}
+}
+
+// TestComposeEnvironment checks that compose.yaml gives each sharelinks
+// service only variables its binary reads; the anchor shared by all of
+// them only variables one of them reads.
+func TestComposeEnvironment(t *testing.T) {
+	env := knownEnv(t)
+	raw, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var f struct {
+		Common   map[string]string `yaml:"x-common-env"`
+		Services map[string]struct {
+			Command     []string          `yaml:"command"`
+			Environment map[string]string `yaml:"environment"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(raw, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Common) == 0 {
+		t.Fatal("compose.yaml has no x-common-env")
+	}
+	commonUsed := map[string]bool{}
+	services := 0
+	for name, s := range f.Services {
+		vars, ours := env[strings.Join(s.Command, " ")]
+		if !ours {
+			continue
+		}
+		services++
+		for k := range s.Environment {
+			if _, shared := f.Common[k]; shared {
+				if vars[k] {
+					commonUsed[k] = true
+				}
+				continue
+			}
+			if !vars[k] && !runtimeEnv[k] {
+				t.Errorf("service %s: %s does not read %s", name, strings.Join(s.Command, " "), k)
+			}
+		}
+	}
+	if services != 4 {
+		t.Errorf("found %d sharelinks services, want migrate, api, notifier and reaper", services)
+	}
+	for k := range f.Common {
+		if !commonUsed[k] {
+			t.Errorf("x-common-env sets %s, which no sharelinks service reads", k)
+		}
+	}
+}
