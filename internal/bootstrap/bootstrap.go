@@ -38,6 +38,8 @@ type Worker struct {
 
 	lis net.Listener
 	srv *http.Server
+	// stopping unregisters the log line written when the run's context ends.
+	stopping func() bool
 }
 
 // Settings are the shared worker settings.
@@ -95,6 +97,11 @@ func Start(ctx context.Context, name, version string, s Settings) (*Worker, erro
 	w.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = w.srv.Serve(w.lis) }()
 	w.Log.Info("started", "metrics_addr", w.lis.Addr().String(), "version", version)
+	// A deploy's SIGTERM shows in the log when it lands, not only when the
+	// process is gone: in-flight sends may take a while to finish.
+	w.stopping = context.AfterFunc(ctx, func() {
+		w.Log.Info("stopping: no new messages are fetched; in-flight ones finish or are handed back, then NATS drains")
+	})
 	return w, nil
 }
 
@@ -114,5 +121,9 @@ func (w *Worker) Close() {
 	}
 	if w.Pool != nil {
 		w.Pool.Close()
+	}
+	if w.stopping != nil {
+		w.stopping()
+		w.Log.Info("stopped")
 	}
 }
