@@ -100,7 +100,7 @@ func Start(ctx context.Context, name, version string, s Settings) (*Worker, erro
 	// A deploy's SIGTERM shows in the log when it lands, not only when the
 	// process is gone: in-flight sends may take a while to finish.
 	w.stopping = context.AfterFunc(ctx, func() {
-		w.Log.Info("stopping: no new messages are fetched; in-flight ones finish or are handed back, then NATS drains")
+		w.Log.Info("stopping: fetching nothing new, finishing or handing back in-flight work, then draining NATS")
 	})
 	return w, nil
 }
