@@ -1,8 +1,10 @@
-// Package deploy_test checks that the alert rules, their unit tests and the
-// Grafana dashboard in deploy/ query metrics the binaries really export,
-// with labels those metrics really have. A renamed metric or label would
-// otherwise leave an alert that can never fire and a panel that stays
-// empty, and nothing would say so until an incident.
+// Package deploy_test checks the files in deploy/ against the binaries.
+// Here: the alert rules, their unit tests and the Grafana dashboard query
+// metrics the binaries really export, with labels those metrics really
+// have; a renamed metric or label would otherwise leave an alert that can
+// never fire and a panel that stays empty, and nothing would say so until
+// an incident. manifests_test.go: the Kubernetes manifests and the compose
+// file set only variables the binaries read, and probe where they listen.
 package deploy_test
 
 import (
@@ -144,11 +146,11 @@ func exported(t *testing.T) map[string]*metric {
 }
 
 // resolve finds the metric a series name belongs to (a histogram's
-// _bucket, _sum and _count series belong to it) and the labels a series of
-// that name carries.
-func resolve(all map[string]*metric, name string) (*metric, map[string]bool) {
+// _bucket, _sum and _count series belong to it): its registered name, and
+// the labels a series of that name carries.
+func resolve(all map[string]*metric, name string) (string, *metric, map[string]bool) {
 	if m, ok := all[name]; ok && !m.histogram {
-		return m, m.labels
+		return name, m, m.labels
 	}
 	for _, suf := range []string{"_bucket", "_sum", "_count"} {
 		base, ok := strings.CutSuffix(name, suf)
@@ -157,10 +159,10 @@ func resolve(all map[string]*metric, name string) (*metric, map[string]bool) {
 			if suf == "_bucket" {
 				ls["le"] = true
 			}
-			return m, ls
+			return base, m, ls
 		}
 	}
-	return nil, nil
+	return "", nil, nil
 }
 
 // checker checks PromQL against the exported metrics.
@@ -212,16 +214,12 @@ func (c *checker) selector(where, name string, ms []*labels.Matcher) {
 		}
 		return
 	}
-	m, ls := resolve(c.all, name)
+	reg, m, ls := resolve(c.all, name)
 	if m == nil {
 		c.t.Errorf("%s: no binary exports %s", where, name)
 		return
 	}
-	for reg, mm := range c.all {
-		if mm == m {
-			c.ours[reg] = true
-		}
-	}
+	c.ours[reg] = true
 	for _, lm := range ms {
 		if lm.Name == labels.MetricName {
 			continue
@@ -250,7 +248,7 @@ func (c *checker) labelsUnder(n parser.Node) map[string]bool {
 		if !ok || !strings.HasPrefix(vs.Name, "sharelinks_") {
 			return nil
 		}
-		_, ls := resolve(c.all, vs.Name)
+		_, _, ls := resolve(c.all, vs.Name)
 		if ls == nil {
 			return nil
 		}
@@ -326,7 +324,7 @@ func TestAlertUnitTestsFeedExportedSeries(t *testing.T) {
 			ls.Range(func(l labels.Label) { ms = append(ms, labels.MustNewMatcher(labels.MatchEqual, l.Name, l.Value)) })
 			c.selector("test "+tc.Name, name, ms)
 			// A real series carries every label of its metric.
-			if _, want := resolve(c.all, name); want != nil {
+			if _, _, want := resolve(c.all, name); want != nil {
 				for l := range want {
 					if !ls.Has(l) {
 						t.Errorf("test %q: series %s lacks label %q, which every exported series has", tc.Name, s.Series, l)
