@@ -78,6 +78,7 @@ type (
 		Data     map[string]string `yaml:"data"`
 		String   map[string]string `yaml:"stringData"`
 		Spec     struct {
+			Replicas int `yaml:"replicas"`
 			Selector struct {
 				MatchLabels map[string]string `yaml:"matchLabels"`
 			} `yaml:"selector"`
@@ -306,6 +307,14 @@ func TestKubernetesManifests(t *testing.T) {
 	}
 	if deployments != 3 {
 		t.Errorf("found %d sharelinks Deployments, want api, notifier and reaper", deployments)
+	}
+	// Streams are created with STREAM_REPLICAS copies: one per NATS node.
+	for _, o := range objs {
+		if o.Kind == "StatefulSet" && o.Metadata.Name == "nats" {
+			if r := configMaps["sharelinks-config"]["STREAM_REPLICAS"]; r != strconv.Itoa(o.Spec.Replicas) {
+				t.Errorf("STREAM_REPLICAS is %q on a NATS cluster of %d", r, o.Spec.Replicas)
+			}
+		}
 	}
 	for name, cm := range configMaps {
 		for k := range cm {
