@@ -2,6 +2,7 @@ package deploy_test
 
 import (
 	"bytes"
+	"debug/elf"
 	"errors"
 	"io"
 	"net"
@@ -44,11 +45,19 @@ func knownEnv(t *testing.T) map[string]map[string]bool {
 			return
 		}
 		defer os.RemoveAll(dir)
-		build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/notifier", "./cmd/reaper")
+		// As deploy/Dockerfile builds them: static, for a base with no libc.
+		build := exec.Command("go", "build", "-trimpath", "-o", dir+string(filepath.Separator), "./cmd/api", "./cmd/notifier", "./cmd/reaper")
 		build.Dir = ".."
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := build.CombinedOutput(); err != nil {
 			knownErr = errors.New("go build: " + err.Error() + "\n" + string(out))
 			return
+		}
+		for _, b := range []string{"api", "notifier", "reaper"} {
+			if err := staticELF(filepath.Join(dir, b)); err != nil {
+				knownErr = err
+				return
+			}
 		}
 		known = map[string]map[string]bool{}
 		for _, c := range commands {
@@ -68,6 +77,59 @@ func knownEnv(t *testing.T) map[string]map[string]bool {
 		t.Fatal(knownErr)
 	}
 	return known
+}
+
+// staticELF fails for a binary that needs a dynamic loader: the image's
+// distroless/static base has none, so it would not start there.
+func staticELF(path string) error {
+	f, err := elf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return errors.New(filepath.Base(path) + " is dynamically linked (PT_INTERP): it cannot run on distroless/static")
+		}
+	}
+	return nil
+}
+
+// TestDockerfile checks deploy/Dockerfile where it can drift from the
+// repository: the Go it builds with is the one go.mod asks for, the binaries
+// it builds are the ones the manifests run, it builds them static for a
+// distroless/static base, and runs them as the numeric non-root user that
+// runAsNonRoot verifies.
+func TestDockerfile(t *testing.T) {
+	raw, err := os.ReadFile("Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	df := string(raw)
+	mod, err := os.ReadFile("../go.mod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	goLine := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindStringSubmatch(string(mod))
+	argLine := regexp.MustCompile(`(?m)^ARG GO_VERSION=(\S+)$`).FindStringSubmatch(df)
+	switch {
+	case goLine == nil || argLine == nil:
+		t.Errorf("cannot find go.mod's go line (%v) or the Dockerfile's ARG GO_VERSION (%v)", goLine, argLine)
+	case argLine[1] != goLine[1]:
+		t.Errorf("Dockerfile builds with Go %s, go.mod asks for %s", argLine[1], goLine[1])
+	}
+	for _, want := range []string{"CGO_ENABLED=0", "./cmd/api ./cmd/notifier ./cmd/reaper"} {
+		if !strings.Contains(df, want) {
+			t.Errorf("Dockerfile lacks %q", want)
+		}
+	}
+	final := df[strings.LastIndex(df, "\nFROM ")+1:]
+	if !strings.HasPrefix(final, "FROM gcr.io/distroless/static") {
+		t.Errorf("the final stage is not distroless/static: %.60s", final)
+	}
+	if !strings.Contains(final, "\nUSER 65532:65532\n") {
+		t.Error("the final stage does not run as USER 65532:65532")
+	}
 }
 
 // k8s objects, as far as these checks read them.
