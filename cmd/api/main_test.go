@@ -3,13 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
@@ -133,5 +141,163 @@ func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
 		if err != nil && strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("password shown: %v", err)
 		}
+	}
+}
+
+// SIGTERM while requests are in flight: each of them is answered, and the
+// events they committed are in JetStream when the process is gone (the
+// relay flushes after the last request, not at the signal). Password links
+// keep the requests in flight: their hashes run one at a time.
+func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
+	dbURL := testkit.Database(t)
+	natsURL, _ := testkit.NATS(t)
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--database-url", dbURL}, &out); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	key := lines[len(lines)-1]
+
+	port := testkit.FreePort(t)
+	sctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- run(sctx, []string{"serve", "--database-url", dbURL, "--nats-url", natsURL,
+			"--sharelinks-secret", testkit.TestSecret, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port),
+			"--password-hash-concurrency", "1", "--log-level", "error"}, io.Discard)
+	}()
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		r, err := http.Get(base + "/readyz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil && r.StatusCode == 200
+	}, "api ready")
+
+	// Each request on a connection of its own: a keep-alive connection that
+	// sits idle when the signal comes is closed, and a request written to it
+	// in that instant fails (HTTP's own race; clients retry), which is not
+	// what this test is about.
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	const n = 12
+	var first sync.Once
+	firstAnswer := make(chan struct{})
+	var sent, answered sync.WaitGroup
+	ids := make([]string, n)
+	codes := make([]int, n)
+	errs := make([]error, n)
+	sent.Add(n)
+	answered.Add(n)
+	for i := range n {
+		go func() {
+			defer answered.Done()
+			var once sync.Once
+			wrote := func() { once.Do(sent.Done) }
+			defer wrote() // a request that failed before it was written still counts
+			body := fmt.Sprintf(`{"links":[{"targets":[{"id":"f","type":"file","url":"https://example.com/f"}],
+				"link_type":"view","expires_at":%q,
+				"authenticators":[{"auth_type":"password","auth_context":"correct horse battery staple %d"}]}]}`,
+				time.Now().Add(time.Hour).UTC().Format(time.RFC3339), i)
+			req, _ := http.NewRequest("POST", base+"/v1/links", strings.NewReader(body))
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.Header.Set("Content-Type", "application/json")
+			req = req.WithContext(httptrace.WithClientTrace(req.Context(),
+				&httptrace.ClientTrace{WroteRequest: func(httptrace.WroteRequestInfo) { wrote() }}))
+			r, err := client.Do(req)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer r.Body.Close()
+			first.Do(func() { close(firstAnswer) })
+			codes[i] = r.StatusCode
+			var got struct {
+				Links []struct {
+					ID string `json:"id"`
+				} `json:"links"`
+			}
+			if err := json.NewDecoder(r.Body).Decode(&got); err == nil && len(got.Links) == 1 {
+				ids[i] = got.Links[0].ID
+			}
+		}()
+	}
+	sent.Wait()
+	// The first answer comes after a hash: by then the server has accepted
+	// every connection (accepting takes microseconds), and most of the
+	// requests still wait for their hash.
+	select {
+	case <-firstAnswer:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no request was answered")
+	}
+	stop() // SIGTERM
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve exit: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop")
+	}
+	answered.Wait()
+	want := map[string]bool{}
+	for i := range n {
+		if errs[i] != nil || codes[i] != 201 || ids[i] == "" {
+			t.Fatalf("request %d in flight at the signal: %d %v", i, codes[i], errs[i])
+		}
+		want[ids[i]] = true
+	}
+
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var left int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM outbox`).Scan(&left); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Errorf("%d outbox rows left behind by a clean shutdown", left)
+	}
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stream, err := js.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for seq := info.State.FirstSeq; seq <= info.State.LastSeq && info.State.Msgs > 0; seq++ {
+		msg, err := stream.GetMsg(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if msg.Subject != events.SubjectPrefix+events.LinkCreated {
+			continue
+		}
+		e, err := events.Parse(msg.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		delete(want, e.LinkID)
+	}
+	if len(want) != 0 {
+		t.Errorf("%d of %d links answered 201 have no link.created in JetStream after the shutdown", len(want), n)
 	}
 }
