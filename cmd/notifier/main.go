@@ -136,7 +136,7 @@ func run(ctx context.Context, args []string) error {
 			Brand:         compose.Brand{Name: s.BrandName, LogoURL: s.BrandLogo, AccentColor: s.BrandAccent},
 			Notify:        delivery.Retry{Base: s.RetryBase, Max: s.RetryMax, Attempts: s.RetryAttempts},
 		}, w.Log, delivery.NewMetrics(w.Registry))
-	return runConsumers(ctx, w, workers, hooks, s)
+	return w.Run(ctx, func(ctx context.Context) error { return runConsumers(ctx, w, workers, hooks, s) })
 }
 
 // retiredConsumers are durables earlier versions ran: "audit" (in the
@@ -147,7 +147,6 @@ var retiredConsumers = []string{"audit", "webhooks"}
 
 func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Workers, hooks *webhook.Dispatcher, s settings) error {
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Relay.Run(gctx) })
 	specs := map[string]struct {
 		spec        events.ConsumerSpec
 		handler     events.Handler

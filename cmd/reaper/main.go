@@ -14,8 +14,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sync/errgroup"
-
 	"github.com/sharelinks/sharelinks/internal/bootstrap"
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/postgres"
@@ -52,10 +50,5 @@ func run(ctx context.Context, args []string) error {
 	}
 	defer w.Close()
 	store := postgres.NewStore(w.Pool, w.Relay.Wake)
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return w.Relay.Run(gctx) })
-	g.Go(func() error {
-		return reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run(gctx)
-	})
-	return g.Wait()
+	return w.Run(ctx, reaper.New(store, cfg, w.Log, reaper.NewMetrics(w.Registry)).Run)
 }

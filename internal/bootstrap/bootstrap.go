@@ -6,6 +6,7 @@ package bootstrap
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -103,6 +104,21 @@ func Start(ctx context.Context, name, version string, s Settings) (*Worker, erro
 		w.Log.Info("stopping: fetching nothing new, finishing or handing back in-flight work, then draining NATS")
 	})
 	return w, nil
+}
+
+// Run runs work until it returns (its context ends at the signal), with
+// the outbox relay beside it. The relay stops only after work has
+// returned, so its last flush publishes what work committed last, even
+// after the signal: a sweep or a send finishing then leaves nothing in the
+// outbox behind it.
+func (w *Worker) Run(ctx context.Context, work func(context.Context) error) error {
+	rctx, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	relayed := make(chan error, 1)
+	go func() { relayed <- w.Relay.Run(rctx) }()
+	err := work(ctx)
+	stop()
+	return errors.Join(err, <-relayed)
 }
 
 // Close drains NATS and closes everything Start opened.
