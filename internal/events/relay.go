@@ -126,13 +126,20 @@ func (r *Relay) Run(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
-	fctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	fctx, cancel := context.WithTimeout(context.Background(), shutdownFlush)
 	defer cancel()
 	if _, err := r.Flush(fctx, ""); err != nil {
 		r.log.Warn("outbox flush at shutdown incomplete; rows stay for the next relay", "err", err)
 	}
 	return nil
 }
+
+const (
+	// shutdownFlush bounds how long publishing may go on after the signal.
+	shutdownFlush = 3 * time.Second
+	// statementTimeout bounds the relay's claim and delete.
+	statementTimeout = 10 * time.Second
+)
 
 // loop is one publish loop; the first also keeps the pending gauge.
 func (r *Relay) loop(ctx context.Context, gauge bool) {
@@ -229,6 +236,13 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 	if err != nil {
 		return 0, "", fmt.Errorf("outbox connection: %w", err)
 	}
+	// The claim and the delete run to their end even when ctx ends (only
+	// the wait for acks is cut): a statement cancelled mid-way leaves its
+	// transaction, and the rows it locked, to end on the server only after
+	// the connection is closed, and the shutdown flush, which skips
+	// locked rows, would leave those rows behind.
+	dbctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), statementTimeout)
+	defer cancel()
 	// A connection given back inside a transaction (any error below) is
 	// closed by the pool, which also ends the transaction.
 	defer conn.Release()
@@ -241,7 +255,7 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 		LIMIT $1
 		FOR UPDATE SKIP LOCKED`, r.Batch, after)
 	var batch []outboxRow
-	br := conn.SendBatch(ctx, claim)
+	br := conn.SendBatch(dbctx, claim)
 	_, err = br.Exec()
 	if err == nil {
 		_, err = br.Exec()
@@ -278,7 +292,7 @@ func (r *Relay) publishBatch(ctx context.Context, after string) (int, string, er
 	// Commit what was acked even when part of the batch failed: the rest
 	// stays for the next attempt.
 	done.Queue(`COMMIT`)
-	if err := conn.SendBatch(ctx, done).Close(); err != nil {
+	if err := conn.SendBatch(dbctx, done).Close(); err != nil {
 		// Rolled back: rows acked by JetStream will be published again and
 		// its dedup on Nats-Msg-Id absorbs the duplicates.
 		return 0, "", fmt.Errorf("delete published outbox rows: %w", err)

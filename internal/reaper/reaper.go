@@ -131,7 +131,10 @@ func (r *Reaper) run(ctx context.Context, name string, once bool, fn func(ctx co
 	start := time.Now()
 	total := 0
 	for ctx.Err() == nil {
-		qctx, cancel := context.WithTimeout(ctx, r.cfg.QueryTimeout)
+		// A statement in flight at the signal runs to its end: cancelled,
+		// it could still commit on the server after this process had
+		// flushed its outbox, leaving its events for another relay.
+		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.cfg.QueryTimeout)
 		n, err := fn(qctx)
 		cancel()
 		total += n
