@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -14,8 +15,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/testkit"
@@ -46,21 +45,7 @@ func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
 		t.Fatalf("keys list: %v\n%s", err, out.String())
 	}
 
-	port := testkit.FreePort(t)
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(sctx, []string{"serve", "--database-url", dbURL, "--nats-url", natsURL,
-			"--sharelinks-secret", testkit.TestSecret, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error"}, io.Discard)
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		r, err := http.Get(base + "/readyz")
-		if err == nil {
-			r.Body.Close()
-		}
-		return err == nil && r.StatusCode == 200
-	}, "api ready")
+	base, stop := startServe(t, dbURL, natsURL)
 	req, _ := http.NewRequest("GET", base+"/v1/links", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	r, err := http.DefaultClient.Do(req)
@@ -108,15 +93,42 @@ func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
 		r.Body.Close()
 		return r.StatusCode == 401
 	}, "revoked key refused")
-	stop() // SIGTERM
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exit: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := stop(); err != nil { // SIGTERM
+		t.Fatalf("serve exit: %v", err)
 	}
+}
+
+// startServe runs `api serve` on a free port until stop (SIGTERM: its context
+// ends), which returns serve's result; base is its URL, already ready.
+func startServe(t *testing.T, dbURL, natsURL string, flags ...string) (base string, stop func() error) {
+	t.Helper()
+	port := testkit.FreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, append([]string{"serve", "--database-url", dbURL, "--nats-url", natsURL,
+			"--sharelinks-secret", testkit.TestSecret, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port), "--log-level", "error"},
+			flags...), io.Discard)
+	}()
+	stop = sync.OnceValue(func() error {
+		cancel()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(30 * time.Second):
+			return errors.New("serve did not stop")
+		}
+	})
+	t.Cleanup(func() { _ = stop() })
+	base = fmt.Sprintf("http://127.0.0.1:%d", port)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		r, err := http.Get(base + "/readyz")
+		if err == nil {
+			r.Body.Close()
+		}
+		return err == nil && r.StatusCode == 200
+	}, "api ready")
+	return base, stop
 }
 
 func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
@@ -163,22 +175,7 @@ func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
 	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
 	key := lines[len(lines)-1]
 
-	port := testkit.FreePort(t)
-	sctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() {
-		done <- run(sctx, []string{"serve", "--database-url", dbURL, "--nats-url", natsURL,
-			"--sharelinks-secret", testkit.TestSecret, "--http-addr", fmt.Sprintf("127.0.0.1:%d", port),
-			"--password-hash-concurrency", "1", "--log-level", "error"}, io.Discard)
-	}()
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		r, err := http.Get(base + "/readyz")
-		if err == nil {
-			r.Body.Close()
-		}
-		return err == nil && r.StatusCode == 200
-	}, "api ready")
+	base, stop := startServe(t, dbURL, natsURL, "--password-hash-concurrency", "1")
 
 	// Each request on a connection of its own: a keep-alive connection that
 	// sits idle when the signal comes is closed, and a request written to it
@@ -236,14 +233,8 @@ func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("no request was answered")
 	}
-	stop() // SIGTERM
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("serve exit: %v", err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("serve did not stop")
+	if err := stop(); err != nil { // SIGTERM
+		t.Fatalf("serve exit: %v", err)
 	}
 	answered.Wait()
 	want := map[string]bool{}
@@ -266,16 +257,7 @@ func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
 	if left != 0 {
 		t.Errorf("%d outbox rows left behind by a clean shutdown", left)
 	}
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	stream, err := js.Stream(ctx, events.Stream)
+	stream, err := testkit.JetStream(t, natsURL).Stream(ctx, events.Stream)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -66,15 +65,7 @@ func TestShutdownMidExpiryLosesAndDuplicatesNothing(t *testing.T) {
 		t.Errorf("%d outbox rows left behind by a clean shutdown", left)
 	}
 
-	nc, err := nats.Connect(natsURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testkit.JetStream(t, natsURL)
 	perLink := func() map[string]int {
 		t.Helper()
 		cons, err := js.OrderedConsumer(ctx, events.Stream, jetstream.OrderedConsumerConfig{

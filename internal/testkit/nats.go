@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // NATS starts an in-process NATS server with JetStream on a random loopback
@@ -73,4 +75,20 @@ func FreePort(tb testing.TB) int {
 	}
 	tb.Fatal("testkit: no free port in 20000-31999")
 	return 0
+}
+
+// JetStream connects to the NATS server at url and returns its JetStream
+// API; the connection is closed when the test ends.
+func JetStream(tb testing.TB, url string) jetstream.JetStream {
+	tb.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return js
 }
