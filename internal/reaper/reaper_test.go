@@ -314,15 +314,7 @@ func TestRepairsReemitLostNotificationEvents(t *testing.T) {
 func newRelay(t *testing.T, b bundle) (jetstream.JetStream, *events.Relay) {
 	t.Helper()
 	url, _ := testkit.NATS(t)
-	nc, err := events.Connect(url, "test", quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := testkit.JetStream(t, url)
 	if err := events.EnsureStreams(context.Background(), js, events.StreamOptions{}); err != nil {
 		t.Fatal(err)
 	}
