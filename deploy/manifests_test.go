@@ -5,6 +5,7 @@ import (
 	"debug/elf"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"os"
 	"os/exec"
@@ -16,7 +17,10 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 )
 
 // runtimeEnv are read by the Go runtime, not by our configuration.
@@ -148,6 +152,12 @@ type (
 				Metadata k8sMeta `yaml:"metadata"`
 				Spec     struct {
 					Containers []k8sContainer `yaml:"containers"`
+					Volumes    []struct {
+						Name      string `yaml:"name"`
+						ConfigMap *struct {
+							Name string `yaml:"name"`
+						} `yaml:"configMap"`
+					} `yaml:"volumes"`
 				} `yaml:"spec"`
 			} `yaml:"template"`
 		} `yaml:"spec"`
@@ -159,6 +169,7 @@ type (
 	}
 	k8sContainer struct {
 		Name    string   `yaml:"name"`
+		Image   string   `yaml:"image"`
 		Command []string `yaml:"command"`
 		Ports   []struct {
 			Name          string `yaml:"name"`
@@ -194,32 +205,49 @@ type (
 	}
 )
 
+// readK8s returns what `kubectl apply -k k8s` applies, as kustomize
+// itself builds it (generated names, the image override, labels), and the
+// Secret the operator creates first from secret.example.yaml.
 func readK8s(t *testing.T) []k8sObject {
 	t.Helper()
-	files, err := filepath.Glob("k8s/*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests under k8s/: %v", err)
+	objs := decodeK8s(t, "kustomize build k8s", kustomizeBuild(t))
+	secret, err := os.ReadFile("k8s/secret.example.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
+	return append(objs, decodeK8s(t, "k8s/secret.example.yaml", secret)...)
+}
+
+// kustomizeBuild is `kustomize build k8s`.
+func kustomizeBuild(t *testing.T) []byte {
+	t.Helper()
+	m, err := krusty.MakeKustomizer(krusty.MakeDefaultOptions()).Run(filesys.MakeFsOnDisk(), "k8s")
+	if err != nil {
+		t.Fatalf("kustomize build k8s: %v", err)
+	}
+	built, err := m.AsYaml()
+	if err != nil {
+		t.Fatalf("kustomize build k8s: %v", err)
+	}
+	return built
+}
+
+// decodeK8s decodes every object of a multi-document YAML stream.
+func decodeK8s(t *testing.T, from string, raw []byte) []k8sObject {
+	t.Helper()
 	var objs []k8sObject
-	for _, f := range files {
-		raw, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	for {
+		var o k8sObject
+		if err := dec.Decode(&o); errors.Is(err, io.EOF) {
+			return objs
+		} else if err != nil {
+			t.Fatalf("%s: %v", from, err)
 		}
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		for {
-			var o k8sObject
-			if err := dec.Decode(&o); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if o.Kind != "" {
-				objs = append(objs, o)
-			}
+		if o.Kind != "" {
+			objs = append(objs, o)
 		}
 	}
-	return objs
 }
 
 // addrPort is the port of a listen address such as ":9091".
@@ -384,5 +412,268 @@ func TestKubernetesManifests(t *testing.T) {
 				t.Errorf("config map %s sets %s, which no binary that reads the map reads", name, k)
 			}
 		}
+	}
+}
+
+// kustomizeExtras are the files under k8s/ that `kubectl apply -k` does
+// not apply, and why.
+var kustomizeExtras = map[string]string{
+	"kustomization.yaml":  "the kustomization itself",
+	"secret.example.yaml": "the operator creates the Secret first, with real values",
+	"servicemonitor.yaml": "needs the Prometheus Operator's CRDs",
+	"nats-values.yaml":    "values for the NATS Helm chart, the alternative to nats.yaml",
+}
+
+// k8sService is a Service or a ServiceMonitor, as far as these checks read them.
+type k8sService struct {
+	Kind     string  `yaml:"kind"`
+	Metadata k8sMeta `yaml:"metadata"`
+	Spec     struct {
+		Selector yaml.Node `yaml:"selector"` // a Service's map, a ServiceMonitor's matchLabels
+		Ports    []struct {
+			Name       string    `yaml:"name"`
+			TargetPort yaml.Node `yaml:"targetPort"`
+		} `yaml:"ports"`
+		JobLabel  string `yaml:"jobLabel"`
+		Endpoints []struct {
+			Port string `yaml:"port"`
+			Path string `yaml:"path"`
+		} `yaml:"endpoints"`
+	} `yaml:"spec"`
+}
+
+// TestKustomization checks what kustomize builds from k8s/ beyond the
+// per-container checks: every manifest file is applied or is a known
+// extra, every image is pinned by the kustomization, every config map a
+// pod mounts exists under its generated name, every Service reaches a
+// container port, and the ServiceMonitor scrapes each binary's metrics
+// port under the job name the alert rules match on.
+func TestKustomization(t *testing.T) {
+	raw, err := os.ReadFile("k8s/kustomization.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var k struct {
+		Resources  []string `yaml:"resources"`
+		Generators []struct {
+			Files []string `yaml:"files"`
+		} `yaml:"configMapGenerator"`
+	}
+	if err := yaml.Unmarshal(raw, &k); err != nil {
+		t.Fatalf("k8s/kustomization.yaml: %v", err)
+	}
+	applied := map[string]bool{}
+	for _, r := range k.Resources {
+		applied[r] = true
+	}
+	for _, g := range k.Generators {
+		for _, f := range g.Files {
+			applied[f] = true
+		}
+	}
+	files, err := filepath.Glob("k8s/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		name := filepath.Base(f)
+		if _, extra := kustomizeExtras[name]; !applied[name] && !extra {
+			t.Errorf("k8s/%s is neither in kustomization.yaml nor a known extra: kubectl apply -k would skip it", name)
+		}
+	}
+
+	objs := readK8s(t)
+	configMaps := map[string]bool{}
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" {
+			configMaps[o.Metadata.Name] = true
+		}
+	}
+	type pod struct {
+		component string
+		labels    map[string]string
+		ports     map[string]int // container port name -> number
+		httpPort  int            // where the binary serves /metrics: its probes' port
+	}
+	var pods []pod
+	for _, o := range objs {
+		if o.Kind != "Deployment" && o.Kind != "StatefulSet" && o.Kind != "Job" {
+			continue
+		}
+		where := o.Kind + " " + o.Metadata.Name
+		p := pod{labels: o.Spec.Template.Metadata.Labels, ports: map[string]int{}}
+		for _, c := range o.Spec.Template.Spec.Containers {
+			_, tag, _ := strings.Cut(c.Image, ":")
+			if tag == "" || tag == "latest" {
+				t.Errorf("%s: container %s runs image %q: no pinned tag", where, c.Name, c.Image)
+			}
+			if slices.Contains(commands, strings.Join(c.Command, " ")) && c.Image != "sharelinks:dev" {
+				t.Errorf("%s: container %s runs %q, not sharelinks:dev, the image kustomization.yaml sets", where, c.Name, c.Image)
+			}
+			for _, cp := range c.Ports {
+				p.ports[cp.Name] = cp.ContainerPort
+			}
+			// TestKubernetesManifests holds the probes to the binary's port.
+			if r := c.Readiness; r != nil && r.HTTPGet != nil {
+				if n, err := strconv.Atoi(r.HTTPGet.Port.Value); err == nil {
+					p.httpPort = n
+				} else {
+					p.httpPort = p.ports[r.HTTPGet.Port.Value]
+				}
+			}
+		}
+		for _, v := range o.Spec.Template.Spec.Volumes {
+			if v.ConfigMap != nil && !configMaps[v.ConfigMap.Name] {
+				t.Errorf("%s: volume %s mounts config map %s, which the build does not contain", where, v.Name, v.ConfigMap.Name)
+			}
+		}
+		if o.Kind == "Deployment" {
+			p.component = p.labels["app.kubernetes.io/component"]
+			pods = append(pods, p)
+		}
+	}
+
+	var services []k8sService
+	var monitor *k8sService
+	for _, f := range []string{"built", "k8s/servicemonitor.yaml"} {
+		stream := kustomizeBuild(t)
+		if f != "built" {
+			if stream, err = os.ReadFile(f); err != nil {
+				t.Fatal(err)
+			}
+		}
+		dec := yaml.NewDecoder(bytes.NewReader(stream))
+		for {
+			var s k8sService
+			if err := dec.Decode(&s); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			switch s.Kind {
+			case "Service":
+				services = append(services, s)
+			case "ServiceMonitor":
+				monitor = &s
+			}
+		}
+	}
+	if monitor == nil {
+		t.Fatal("k8s/servicemonitor.yaml holds no ServiceMonitor")
+	}
+	labelsOf := func(n yaml.Node, key string) map[string]string {
+		m := map[string]string{}
+		if key != "" {
+			for i := 0; i+1 < len(n.Content); i += 2 {
+				if n.Content[i].Value == key {
+					n = *n.Content[i+1]
+				}
+			}
+		}
+		if err := n.Decode(&m); err != nil {
+			t.Fatalf("selector: %v", err)
+		}
+		return m
+	}
+	selects := func(sel, labels map[string]string) bool {
+		for k, v := range sel {
+			if labels[k] != v {
+				return false
+			}
+		}
+		return len(sel) > 0
+	}
+	monitorSel := labelsOf(monitor.Spec.Selector, "matchLabels")
+	endpoints := map[string]bool{}
+	for _, e := range monitor.Spec.Endpoints {
+		if e.Path != "/metrics" {
+			t.Errorf("ServiceMonitor endpoint %s scrapes %s, want /metrics", e.Port, e.Path)
+		}
+		endpoints[e.Port] = true
+	}
+	scraped := map[string]bool{} // components
+	for _, s := range services {
+		sel := labelsOf(s.Spec.Selector, "")
+		var target *pod
+		for i := range pods {
+			if selects(sel, pods[i].labels) {
+				target = &pods[i]
+			}
+		}
+		if target == nil {
+			continue // not a sharelinks binary's Service (NATS)
+		}
+		// Where each binary serves /metrics: the port its probes use.
+		for _, sp := range s.Spec.Ports {
+			n, err := strconv.Atoi(sp.TargetPort.Value)
+			if err != nil {
+				var ok bool
+				if n, ok = target.ports[sp.TargetPort.Value]; !ok {
+					t.Errorf("Service %s port %s targets %q, which no container port of its pods is named", s.Metadata.Name, sp.Name, sp.TargetPort.Value)
+					continue
+				}
+			}
+			if selects(monitorSel, s.Metadata.Labels) && endpoints[sp.Name] && n == target.httpPort {
+				job := s.Metadata.Labels[monitor.Spec.JobLabel]
+				if job != target.component {
+					t.Errorf("Service %s is scraped as job %q, but its pods are %q", s.Metadata.Name, job, target.component)
+				}
+				scraped[job] = true
+			}
+		}
+	}
+	for _, job := range []string{"api", "notifier", "reaper"} { // the jobs alerts.yml matches on
+		if !scraped[job] {
+			t.Errorf("the ServiceMonitor scrapes no Service of the %s pods under job %q", job, job)
+		}
+	}
+}
+
+// TestNATSImagesMatchTestedServer checks that every NATS image deploy/
+// runs is the minor version of nats-server in go.mod, the one the tests
+// and the benchmark run against.
+func TestNATSImagesMatchTestedServer(t *testing.T) {
+	v := strings.SplitN(server.VERSION, ".", 3) // the nats-server TestNATSConfigs parses with
+	minor := v[0] + "." + v[1]
+	tags := map[string]string{} // where -> image tag
+	for _, o := range readK8s(t) {
+		if o.Kind == "StatefulSet" && o.Metadata.Name == "nats" {
+			for _, c := range o.Spec.Template.Spec.Containers {
+				if name, tag, _ := strings.Cut(c.Image, ":"); name == "nats" {
+					tags["k8s StatefulSet nats"] = tag
+				}
+			}
+		}
+	}
+	var values struct {
+		Container struct {
+			Image struct {
+				Tag string `yaml:"tag"`
+			} `yaml:"image"`
+		} `yaml:"container"`
+	}
+	var compose struct {
+		Services map[string]struct {
+			Image string `yaml:"image"`
+		} `yaml:"services"`
+	}
+	for f, v := range map[string]any{"k8s/nats-values.yaml": &values, "compose.yaml": &compose} {
+		raw, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(raw, v); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	tags["k8s/nats-values.yaml"] = values.Container.Image.Tag
+	_, tags["compose.yaml service nats"], _ = strings.Cut(compose.Services["nats"].Image, ":")
+	for where, tag := range tags {
+		if tag != minor && !strings.HasPrefix(tag, minor+".") && !strings.HasPrefix(tag, minor+"-") {
+			t.Errorf("%s runs NATS %q; go.mod tests nats-server %s", where, tag, minor)
+		}
+	}
+	if len(tags) != 3 {
+		t.Errorf("found NATS images in %v, want the StatefulSet, the Helm values and compose", slices.Sorted(maps.Keys(tags)))
 	}
 }
