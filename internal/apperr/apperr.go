@@ -22,6 +22,7 @@ const (
 	Unsupported  Code = "unsupported"  // 415
 	TooMany      Code = "too_many"     // 429 (RetryAfter set)
 	Upstream     Code = "upstream"     // 502: a provider failed (e.g. OTP send)
+	Unavailable  Code = "unavailable"  // 503: the database cannot take the work now; retry (RetryAfter set)
 	Internal     Code = "internal"     // 500: never the caller's fault
 )
 

@@ -61,8 +61,8 @@ func (s *Server) verify(w http.ResponseWriter, r *http.Request) error {
 	}
 	token := r.PathValue("token")
 	acc, err := s.svc.Verify(r.Context(), token, link.VerifyInput{Password: body.Password, Code: body.Code}, RecipientActor(r))
-	if body.Code != "" {
-		s.metrics.OTPVerification(OTPVerifyResult(err))
+	if res := OTPVerifyResult(err); body.Code != "" && res != "" {
+		s.metrics.OTPVerification(res)
 	}
 	if err != nil {
 		return err
@@ -122,18 +122,20 @@ func (s *Server) open(w http.ResponseWriter, r *http.Request) error {
 }
 
 // OTPVerifyResult is the sharelinks_otp_verifications_total result of a
-// code verify's outcome.
+// code verify's outcome, or "" when the code was never judged (the
+// database could not be reached, or the service failed): not counted.
 func OTPVerifyResult(err error) string {
 	if err == nil {
 		return "ok"
 	}
-	if e, ok := apperr.As(err); ok {
-		switch e.Reason {
-		case "code_locked":
-			return "locked"
-		case "code_expired":
-			return "expired"
-		}
+	e := AsAppError(err)
+	switch {
+	case e == nil || e.Code == apperr.Unavailable:
+		return ""
+	case e.Reason == "code_locked":
+		return "locked"
+	case e.Reason == "code_expired":
+		return "expired"
 	}
 	return "bad_code"
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/google/uuid"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/postgres"
 )
 
 // MaxBody is the largest request body accepted.
@@ -31,6 +32,7 @@ var statusOf = map[apperr.Code]int{
 	apperr.Unsupported:  http.StatusUnsupportedMediaType,
 	apperr.TooMany:      http.StatusTooManyRequests,
 	apperr.Upstream:     http.StatusBadGateway,
+	apperr.Unavailable:  http.StatusServiceUnavailable,
 	apperr.Internal:     http.StatusInternalServerError,
 }
 
@@ -52,15 +54,39 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	}
 }
 
+// unavailableRetry is the Retry-After of a 503: long enough for a pool
+// to reconnect, short enough that a blip costs a client little.
+const unavailableRetry = 2 * time.Second
+
+// AsAppError is err as the edge answers it: the application error it
+// carries, or 503 unavailable when Postgres could not take the work now
+// (postgres.Unavailable), or nil for an internal error. The JSON API and
+// the recipient pages both answer through it.
+func AsAppError(err error) *apperr.Error {
+	if e, ok := apperr.As(err); ok {
+		return e
+	}
+	if postgres.Unavailable(err) {
+		e := apperr.New(apperr.Unavailable, "unavailable", "the service cannot reach its database right now; retry shortly")
+		e.RetryAfter, e.Err = unavailableRetry, err
+		return e
+	}
+	return nil
+}
+
 // writeError is the single place an error becomes a status code. Internal
 // errors are logged with the request id and shown to clients only as a
-// generic message.
+// generic message; an unavailable database is logged as a warning.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
-	e, ok := apperr.As(err)
-	if !ok {
+	e := AsAppError(err)
+	switch {
+	case e == nil:
 		log.ErrorContext(r.Context(), "request failed", "err", err, "request_id", requestID(r.Context()),
 			"route", r.Pattern)
 		e = apperr.New(apperr.Internal, "internal", "internal error; request id %s", requestID(r.Context()))
+	case e.Code == apperr.Unavailable:
+		log.WarnContext(r.Context(), "database unavailable", "err", err, "request_id", requestID(r.Context()),
+			"route", r.Pattern)
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))

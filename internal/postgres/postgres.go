@@ -7,9 +7,12 @@ import (
 	"embed"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -99,4 +102,29 @@ func Migrate(ctx context.Context, dsn string) (from, to int32, err error) {
 func isUniqueViolation(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation
+}
+
+// Unavailable reports whether err means Postgres could not take the work
+// now, so the same request may succeed a moment later: the server cannot
+// be reached or refuses connections, the connection broke, the server is
+// shutting down or cancelled the statement, it ran out of connections or
+// memory, or it rolled the transaction back to break a deadlock. The edge
+// answers these 503 with Retry-After rather than 500: the caller did
+// nothing wrong and nothing is broken in the service.
+func Unavailable(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return false // the caller went away: nothing to tell it
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true // whatever refused it: the server, the network, a full server
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return pgerrcode.IsConnectionException(pgErr.Code) || pgerrcode.IsOperatorIntervention(pgErr.Code) ||
+			pgerrcode.IsInsufficientResources(pgErr.Code) || pgerrcode.IsTransactionRollback(pgErr.Code)
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr) || pgconn.Timeout(err) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
 }

@@ -225,8 +225,8 @@ func (p *Pages) unlock(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (p *Pages) observeVerify(err error) {
-	if p.obs != nil {
-		p.obs.OTPVerification(httpapi.OTPVerifyResult(err))
+	if res := httpapi.OTPVerifyResult(err); p.obs != nil && res != "" {
+		p.obs.OTPVerification(res)
 	}
 }
 

@@ -202,8 +202,17 @@ func (p *Pages) headers(w http.ResponseWriter) {
 
 // renderError is the one place an error becomes a page.
 func (p *Pages) renderError(w http.ResponseWriter, r *http.Request, err error) {
-	e, ok := apperr.As(err)
+	e := httpapi.AsAppError(err)
+	ok := e != nil
 	switch {
+	case ok && e.Code == apperr.Unavailable:
+		p.log.WarnContext(r.Context(), "recipient page: database unavailable", "err", err, "route", r.Pattern,
+			"request_id", w.Header().Get("X-Request-Id"))
+		w.Header().Set("Retry-After", fmt.Sprint(int((e.RetryAfter+time.Second-1)/time.Second)))
+		p.render(w, r, http.StatusServiceUnavailable, "message", &view{
+			DocTitle: "Briefly unavailable", Heading: "This page is briefly unavailable",
+			Paragraphs: []string{"Nothing you did caused this. Please try again in a moment."},
+		})
 	case ok && e.Code == apperr.NotFound:
 		p.render(w, r, http.StatusNotFound, "message", notFoundView())
 	case ok && e.Code == apperr.TooMany:
