@@ -7,12 +7,9 @@ import (
 	"embed"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
-	"net"
 	"net/url"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/jackc/pgerrcode"
@@ -108,9 +105,11 @@ func isUniqueViolation(err error) bool {
 // now, so the same request may succeed a moment later: the server cannot
 // be reached or refuses connections, the connection broke, the server is
 // shutting down or cancelled the statement, it ran out of connections or
-// memory, or it rolled the transaction back to break a deadlock. The edge
-// answers these 503 with Retry-After rather than 500: the caller did
-// nothing wrong and nothing is broken in the service.
+// memory, or it rolled the transaction back to break a deadlock. Only
+// errors pgx itself made qualify, so a mail server's refused connection
+// in the same chain is not mistaken for the database's. The edge answers
+// these 503 with Retry-After rather than 500, and consumers hold their
+// event until the database is back rather than spend its deliveries.
 func Unavailable(err error) bool {
 	if err == nil || errors.Is(err, context.Canceled) {
 		return false // the caller went away: nothing to tell it
@@ -124,7 +123,9 @@ func Unavailable(err error) bool {
 		return pgerrcode.IsConnectionException(pgErr.Code) || pgerrcode.IsOperatorIntervention(pgErr.Code) ||
 			pgerrcode.IsInsufficientResources(pgErr.Code) || pgerrcode.IsTransactionRollback(pgErr.Code)
 	}
-	var netErr net.Error
-	return errors.As(err, &netErr) || pgconn.Timeout(err) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET)
+	// pgconn's own errors for a connection that broke, timed out or was
+	// closed under it (read or write failures, "conn closed") all carry
+	// SafeToRetry; nothing else does.
+	var connErr interface{ SafeToRetry() bool }
+	return errors.As(err, &connErr)
 }
