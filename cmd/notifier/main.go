@@ -169,11 +169,13 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 			if err := events.RetireConsumers(ctx, w.JS, retiredConsumers...); err != nil {
 				return fmt.Errorf("NATS_URL: %w", err)
 			}
-			cons, err := events.EnsureConsumer(ctx, w.JS, events.ConsumerSpec{Name: "records", Types: events.RecordedTypes(), MaxDeliver: 20})
+			spec := events.ConsumerSpec{Name: "records", Types: events.RecordedTypes(), MaxDeliver: 20}
+			cons, err := events.EnsureConsumer(ctx, w.JS, spec)
 			if err != nil {
 				return fmt.Errorf("NATS_URL: %w", err)
 			}
-			wk := &events.BatchWorker{Name: name, Consumer: cons, JS: w.JS, Size: 500, Handler: hooks.Handle, Log: w.Log, Metrics: w.Consumed}
+			wk := &events.BatchWorker{Name: name, Consumer: cons, JS: w.JS, Size: 500, Handler: hooks.Handle, Log: w.Log,
+				Metrics: w.Consumed, MaxDeliver: spec.MaxDeliver, Unavailable: postgres.Unavailable}
 			running = append(running, wk)
 			g.Go(func() error { return hooks.Run(gctx) })
 			g.Go(func() error { return wk.Run(gctx) })
@@ -188,7 +190,8 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 			return fmt.Errorf("NATS_URL: %w", err)
 		}
 		wk := &events.Worker{Name: name, Consumer: cons, JS: w.JS, Handler: c.handler, OnDeadLetter: c.dead,
-			Concurrency: c.concurrency, MaxDeliver: c.spec.MaxDeliver, Log: w.Log, Metrics: w.Consumed}
+			Concurrency: c.concurrency, MaxDeliver: c.spec.MaxDeliver, Log: w.Log, Metrics: w.Consumed,
+			Unavailable: postgres.Unavailable}
 		running = append(running, wk)
 		g.Go(func() error { return wk.Run(gctx) })
 	}

@@ -29,6 +29,12 @@ type BatchWorker struct {
 	Linger   time.Duration
 	Log      *slog.Logger
 	Metrics  *ConsumerMetrics
+	// MaxDeliver is the consumer's: a message whose batch fails on its
+	// last delivery is dead-lettered rather than left unacked for good.
+	MaxDeliver int
+	// Unavailable is as in Worker: a batch that fails because the database
+	// is down is held and handled again, spending no delivery.
+	Unavailable func(error) bool
 
 	inner Worker // for dead letters, metrics and readiness
 }
@@ -99,11 +105,11 @@ func (w *BatchWorker) Run(ctx context.Context) error {
 			}
 		}
 		timer.Stop()
-		w.handle(batch)
+		w.handle(ctx, batch)
 	}
 }
 
-func (w *BatchWorker) handle(batch []jetstream.Msg) {
+func (w *BatchWorker) handle(run context.Context, batch []jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	evs := make([]Event, 0, len(batch))
@@ -120,9 +126,23 @@ func (w *BatchWorker) handle(batch []jetstream.Msg) {
 	if len(evs) == 0 {
 		return
 	}
-	if err := w.Handler(ctx, evs); err != nil {
+	err := w.Handler(ctx, evs)
+	err = holdWhileUnavailable(run, w.Unavailable, w.Log.With("consumer", w.Name), good, err, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return w.Handler(ctx, evs)
+	})
+	ctx, cancelSettle := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelSettle()
+	if err != nil {
 		w.Log.Warn("batch failed; retrying", "consumer", w.Name, "events", len(evs), "err", err)
-		for _, m := range good {
+		for i, m := range good {
+			if md, merr := m.Metadata(); merr == nil && w.MaxDeliver > 0 && md.NumDelivered >= uint64(w.MaxDeliver) {
+				// The server would not deliver it again: park it in the DLQ
+				// (alerted on) rather than leave it unacked for good.
+				w.inner.deadLetter(ctx, m, &evs[i], "max deliveries: "+err.Error())
+				continue
+			}
 			_ = m.NakWithDelay(time.Second)
 			w.inner.count("retry")
 		}

@@ -70,6 +70,13 @@ type Worker struct {
 	// OnDeadLetter, when set, records the give-up in Postgres (e.g. marks the
 	// notification failed) before the message is terminated.
 	OnDeadLetter func(ctx context.Context, e Event, reason string) error
+	// Unavailable, when set, tells the errors that mean the database is
+	// down rather than that this event failed (postgres.Unavailable). Such
+	// an event is held in place, its AckWait renewed, and handled again
+	// until the database is back or the worker stops: an outage longer
+	// than the retries would otherwise spend its deliveries and
+	// dead-letter events that were never at fault.
+	Unavailable func(error) bool
 
 	wg      sync.WaitGroup
 	running atomic.Bool
@@ -146,7 +153,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.wg.Add(1)
 		go func() {
 			defer func() { <-sem; w.wg.Done() }()
-			w.handle(msg)
+			w.handle(ctx, msg)
 		}()
 	}
 	w.wg.Wait()
@@ -159,7 +166,9 @@ func (w *Worker) count(result string) {
 	}
 }
 
-func (w *Worker) handle(msg jetstream.Msg) {
+// handle runs the handler over one message and settles it. run is the
+// worker's context: it ends holding for the database, never a handler.
+func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 	// Handlers get their own context: a shutdown must not cut a send in half.
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -174,6 +183,14 @@ func (w *Worker) handle(msg jetstream.Msg) {
 	}
 	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
 	err = w.Handler(ctx, e, deliveries)
+	err = holdWhileUnavailable(run, w.Unavailable, log, []jetstream.Msg{msg}, err, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return w.Handler(ctx, e, deliveries)
+	})
+	// Settling gets its own time: holding may have outlived the first.
+	ctx, cancelSettle := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancelSettle()
 	var retry *RetryError
 	var perm *PermanentError
 	switch {
@@ -198,6 +215,38 @@ func (w *Worker) handle(msg jetstream.Msg) {
 		_ = msg.NakWithDelay(d)
 		w.count("retry")
 	}
+}
+
+// holdWhileUnavailable retries again, in place, while err is one of the
+// database's outages (unavailable), renewing the AckWait of msgs so that
+// no delivery is spent waiting for it. It returns the last error: nil
+// once the database is back and the work done, or the error to settle the
+// messages with (another kind, or the outage's when run ends).
+func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log *slog.Logger,
+	msgs []jetstream.Msg, err error, again func() error) error {
+	if unavailable == nil || err == nil || !unavailable(err) {
+		return err
+	}
+	log.Warn("database unavailable; holding the event until it is back", "err", err, "events", len(msgs))
+	for held := 0; err != nil && unavailable(err); held++ {
+		for _, m := range msgs {
+			_ = m.InProgress()
+		}
+		// Well inside any AckWait (30 s by default), and soon after the
+		// database is back.
+		t := time.NewTimer(min(100*time.Millisecond<<min(held, 3), time.Second))
+		select {
+		case <-run.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		err = again()
+	}
+	if err == nil {
+		log.Info("database back; held event handled", "events", len(msgs))
+	}
+	return err
 }
 
 // deadLetter republishes the message to the DLQ with its reason, then

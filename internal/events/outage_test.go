@@ -1,0 +1,143 @@
+package events_test
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+// A database outage longer than a consumer's retries does not use up its
+// events' deliveries: the one-at-a-time and the batch workers hold what
+// they have (renewing its AckWait), and when Postgres takes connections
+// again every event is handled, none is dead-lettered and none is left
+// unacked.
+func TestDatabaseOutageHoldsEventsWithoutSpendingDeliveries(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	dbURL := testkit.Database(t)
+	pool, err := pgxpool.New(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	if _, err := pool.Exec(ctx, `CREATE TABLE handled (consumer text, id uuid, PRIMARY KEY (consumer, id))`); err != nil {
+		t.Fatal(err)
+	}
+	url, _ := testkit.NATS(t)
+	js := testkit.JetStream(t, url)
+	if err := events.EnsureStreams(ctx, js, events.StreamOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// Few deliveries and a short AckWait: without holding, the outage
+	// below outlasts both several times over.
+	spec := events.ConsumerSpec{MaxDeliver: 3, AckWait: 2 * time.Second, Types: []string{events.LinkCreated}}
+	spec.Name = "single"
+	single, err := events.EnsureConsumer(ctx, js, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.Name = "batch"
+	batch, err := events.EnsureConsumer(ctx, js, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 40
+	for range n {
+		e := events.Must(events.LinkCreated, uuid.NewString(), uuid.NewString(), events.System, map[string]any{})
+		raw, err := json.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := js.Publish(ctx, e.Subject(), raw, jetstream.WithMsgID(e.ID)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// The outage, thrown from another database.
+	cfg := pool.Config().ConnConfig.Copy()
+	db := cfg.Database
+	cfg.Database = "postgres"
+	admin, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { admin.Close(ctx) })
+	allow := func(on string) {
+		t.Helper()
+		if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS `+on); err != nil {
+			t.Error(err)
+		}
+	}
+	allow("false")
+	t.Cleanup(func() { allow("true") })
+	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		t.Fatal(err)
+	}
+
+	insert := func(ctx context.Context, consumer string, evs []events.Event) error {
+		b := &pgx.Batch{}
+		for _, e := range evs {
+			b.Queue(`INSERT INTO handled VALUES ($1, $2) ON CONFLICT DO NOTHING`, consumer, e.ID)
+		}
+		return pool.SendBatch(ctx, b).Close()
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan struct{}, 2)
+	w1 := &events.Worker{Name: "single", Consumer: single, JS: js, Concurrency: 4, MaxDeliver: spec.MaxDeliver,
+		Backoff: func(uint64) time.Duration { return 100 * time.Millisecond }, Log: log, Unavailable: postgres.Unavailable,
+		Handler: func(ctx context.Context, e events.Event, _ uint64) error {
+			return insert(ctx, "single", []events.Event{e})
+		}}
+	w2 := &events.BatchWorker{Name: "batch", Consumer: batch, JS: js, Size: 16, MaxDeliver: spec.MaxDeliver, Log: log,
+		Unavailable: postgres.Unavailable,
+		Handler:     func(ctx context.Context, evs []events.Event) error { return insert(ctx, "batch", evs) }}
+	go func() { _ = w1.Run(runCtx); done <- struct{}{} }()
+	go func() { _ = w2.Run(runCtx); done <- struct{}{} }()
+	t.Cleanup(func() { stop(); <-done; <-done })
+
+	time.Sleep(5 * time.Second) // > AckWait twice, > 3 deliveries at either worker's retry pace
+	allow("true")
+	count := func(consumer string) int {
+		var c int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM handled WHERE consumer = $1`, consumer).Scan(&c); err != nil {
+			return -1
+		}
+		return c
+	}
+	testkit.Eventually(t, 20*time.Second, func() bool { return count("single") == n && count("batch") == n },
+		"every event handled by both workers after the outage")
+	for _, c := range []jetstream.Consumer{single, batch} {
+		testkit.Eventually(t, 10*time.Second, func() bool {
+			info, err := c.Info(ctx)
+			return err == nil && info.NumAckPending == 0 && info.NumPending == 0
+		}, "consumer %s settled", c.CachedInfo().Name)
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Messages still in the client's pull buffer (not yet in a
+		// handler's hands) are not held: they may be delivered again
+		// once their AckWait runs out, and are then handled once.
+		t.Logf("consumer %s: %d deliveries for %d events", info.Name, info.Delivered.Consumer, n)
+	}
+	dlq, err := js.Stream(ctx, events.DLQStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := dlq.Info(ctx); err != nil || info.State.Msgs != 0 {
+		t.Errorf("dead letters after the outage: %v (%v)", info.State.Msgs, err)
+	}
+}
