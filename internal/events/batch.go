@@ -105,29 +105,49 @@ func (w *BatchWorker) Run(ctx context.Context) error {
 			}
 		}
 		timer.Stop()
-		w.handle(ctx, batch)
+		w.handle(ctx, batch, msgs)
 	}
 }
 
-func (w *BatchWorker) handle(run context.Context, batch []jetstream.Msg) {
+// handle runs the handler over a batch and settles it. While the database
+// is away, what arrives from incoming joins the held batch: held with it,
+// rather than left to age past its AckWait in the buffer and spend a
+// delivery (MaxAckPending bounds how many that can be).
+func (w *BatchWorker) handle(run context.Context, batch []jetstream.Msg, incoming <-chan jetstream.Msg) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	evs := make([]Event, 0, len(batch))
 	good := make([]jetstream.Msg, 0, len(batch))
-	for _, m := range batch {
-		e, err := Parse(m.Data())
-		if err != nil {
-			w.inner.deadLetter(ctx, m, nil, "unparseable: "+err.Error())
-			continue
+	take := func(ms ...jetstream.Msg) {
+		for _, m := range ms {
+			e, err := Parse(m.Data())
+			if err != nil {
+				// Its own time: a hold may have outlived the batch's.
+				dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				w.inner.deadLetter(dctx, m, nil, "unparseable: "+err.Error())
+				cancel()
+				continue
+			}
+			evs = append(evs, e)
+			good = append(good, m)
 		}
-		evs = append(evs, e)
-		good = append(good, m)
 	}
+	take(batch...)
 	if len(evs) == 0 {
 		return
 	}
 	err := w.Handler(ctx, evs)
-	err = holdWhileUnavailable(run, w.Unavailable, w.Log.With("consumer", w.Name), good, err, func() error {
+	err = holdWhileUnavailable(run, w.Unavailable, w.Log.With("consumer", w.Name), func() []jetstream.Msg { return good }, err, func() error {
+		for more := true; more; {
+			select {
+			case m, ok := <-incoming:
+				if more = ok; ok {
+					take(m)
+				}
+			default:
+				more = false
+			}
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		return w.Handler(ctx, evs)

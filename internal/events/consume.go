@@ -149,7 +149,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			}
 			continue
 		}
-		sem <- struct{}{}
+		w.waitSlot(sem, msg)
 		w.wg.Add(1)
 		go func() {
 			defer func() { <-sem; w.wg.Done() }()
@@ -158,6 +158,28 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.wg.Wait()
 	return nil
+}
+
+// waitSlot waits for a free handler slot for msg, renewing its AckWait
+// while every slot is busy (handlers holding events through a database
+// outage may keep them so for long), so it does not spend a delivery
+// waiting.
+func (w *Worker) waitSlot(sem chan struct{}, msg jetstream.Msg) {
+	select {
+	case sem <- struct{}{}:
+		return
+	default:
+	}
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case sem <- struct{}{}:
+			return
+		case <-tick.C:
+			_ = msg.InProgress()
+		}
+	}
 }
 
 func (w *Worker) count(result string) {
@@ -183,7 +205,7 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 	}
 	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
 	err = w.Handler(ctx, e, deliveries)
-	err = holdWhileUnavailable(run, w.Unavailable, log, []jetstream.Msg{msg}, err, func() error {
+	err = holdWhileUnavailable(run, w.Unavailable, log, func() []jetstream.Msg { return []jetstream.Msg{msg} }, err, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return w.Handler(ctx, e, deliveries)
@@ -218,23 +240,24 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 }
 
 // holdWhileUnavailable retries again, in place, while err is one of the
-// database's outages (unavailable), renewing the AckWait of msgs so that
-// no delivery is spent waiting for it. It returns the last error: nil
-// once the database is back and the work done, or the error to settle the
-// messages with (another kind, or the outage's when run ends).
+// database's outages (unavailable), renewing the AckWait of the messages
+// in hand (held: again may add to them) so that no delivery is spent
+// waiting for it. It returns the last error: nil once the database is
+// back and the work done, or the error to settle the messages with
+// (another kind, or the outage's when run ends).
 func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log *slog.Logger,
-	msgs []jetstream.Msg, err error, again func() error) error {
+	held func() []jetstream.Msg, err error, again func() error) error {
 	if unavailable == nil || err == nil || !unavailable(err) {
 		return err
 	}
-	log.Warn("database unavailable; holding the event until it is back", "err", err, "events", len(msgs))
-	for held := 0; err != nil && unavailable(err); held++ {
-		for _, m := range msgs {
+	log.Warn("database unavailable; holding the event until it is back", "err", err, "events", len(held()))
+	for round := 0; err != nil && unavailable(err); round++ {
+		for _, m := range held() {
 			_ = m.InProgress()
 		}
 		// Well inside any AckWait (30 s by default), and soon after the
 		// database is back.
-		t := time.NewTimer(min(100*time.Millisecond<<min(held, 3), time.Second))
+		t := time.NewTimer(min(100*time.Millisecond<<min(round, 3), time.Second))
 		select {
 		case <-run.Done():
 			t.Stop()
@@ -244,7 +267,7 @@ func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log
 		err = again()
 	}
 	if err == nil {
-		log.Info("database back; held event handled", "events", len(msgs))
+		log.Info("database back; held event handled", "events", len(held()))
 	}
 	return err
 }
