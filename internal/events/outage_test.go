@@ -65,26 +65,7 @@ func TestDatabaseOutageHoldsEventsWithoutSpendingDeliveries(t *testing.T) {
 		}
 	}
 
-	// The outage, thrown from another database.
-	cfg := pool.Config().ConnConfig.Copy()
-	db := cfg.Database
-	cfg.Database = "postgres"
-	admin, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close(ctx) })
-	allow := func(on string) {
-		t.Helper()
-		if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS `+on); err != nil {
-			t.Error(err)
-		}
-	}
-	allow("false")
-	t.Cleanup(func() { allow("true") })
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
-		t.Fatal(err)
-	}
+	reopen := testkit.DatabaseOutage(t, pool.Config().ConnConfig)
 
 	insert := func(ctx context.Context, consumer string, evs []events.Event) error {
 		b := &pgx.Batch{}
@@ -109,7 +90,7 @@ func TestDatabaseOutageHoldsEventsWithoutSpendingDeliveries(t *testing.T) {
 	t.Cleanup(func() { stop(); <-done; <-done })
 
 	time.Sleep(5 * time.Second) // > AckWait twice, > 3 deliveries at either worker's retry pace
-	allow("true")
+	reopen()
 	count := func(consumer string) int {
 		var c int
 		if err := pool.QueryRow(ctx, `SELECT count(*) FROM handled WHERE consumer = $1`, consumer).Scan(&c); err != nil {

@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
@@ -25,22 +23,6 @@ func TestDatabaseOutageIs503ThenRecovers(t *testing.T) {
 	fresh := st.OwnerKey(t, "never-used-"+t.Name()) // not in the key cache
 	l := create(t, st, key, spec())[0]
 	ctx := context.Background()
-	// The switch is thrown from another database: Postgres will not close
-	// the one a session is connected to.
-	cfg := st.Pool.Config().ConnConfig.Copy()
-	db := cfg.Database
-	cfg.Database = "postgres"
-	admin, err := pgx.ConnectConfig(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { admin.Close(ctx) })
-	allow := func(on bool) {
-		t.Helper()
-		if _, err := admin.Exec(ctx, `ALTER DATABASE `+pgx.Identifier{db}.Sanitize()+` ALLOW_CONNECTIONS `+map[bool]string{true: "true", false: "false"}[on]); err != nil {
-			t.Error(err)
-		}
-	}
 	count := func(q string) int { // only while the database is open
 		t.Helper()
 		var n int
@@ -51,11 +33,7 @@ func TestDatabaseOutageIs503ThenRecovers(t *testing.T) {
 	}
 	before := count(`SELECT count(*) FROM links`)
 
-	allow(false)
-	t.Cleanup(func() { allow(true) })
-	if _, err := admin.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
-		t.Fatal(err)
-	}
+	reopen := testkit.DatabaseOutage(t, st.Pool.Config().ConnConfig)
 	unavailable := func(what string, r testkit.Response) {
 		t.Helper()
 		if r.Status != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" {
@@ -80,7 +58,7 @@ func TestDatabaseOutageIs503ThenRecovers(t *testing.T) {
 		}
 	}
 
-	allow(true)
+	reopen()
 	var r testkit.Response
 	testkit.Eventually(t, 15*time.Second, func() bool {
 		r = st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{spec()}})

@@ -157,3 +157,36 @@ func redact(conn string) string {
 func oneLine(err error) string {
 	return strings.Join(strings.Fields(err.Error()), " ")
 }
+
+// DatabaseOutage takes the database a connection config names away, as a
+// failover or a restart does: it is closed to new connections and every
+// session on it is ended. The switch is thrown from a connection to the
+// server's postgres database, since Postgres will not close the one a
+// session is on. reopen lets connections in again; the test's cleanup
+// reopens too, so the database can be dropped.
+func DatabaseOutage(tb testing.TB, cfg *pgx.ConnConfig) (reopen func()) {
+	tb.Helper()
+	ctx := context.Background()
+	admin := cfg.Copy()
+	db := admin.Database
+	admin.Database = "postgres"
+	conn, err := pgx.ConnectConfig(ctx, admin)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	allow := func(on bool) {
+		tb.Helper()
+		if _, err := conn.Exec(ctx, fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS %t`, pgx.Identifier{db}.Sanitize(), on)); err != nil {
+			tb.Error(err)
+		}
+	}
+	allow(false)
+	tb.Cleanup(func() {
+		allow(true)
+		_ = conn.Close(ctx)
+	})
+	if _, err := conn.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1`, db); err != nil {
+		tb.Fatal(err)
+	}
+	return func() { allow(true) }
+}
