@@ -91,6 +91,7 @@ func exported(t *testing.T) map[string]*metric {
 	webhook.NewMetrics(rec)
 	reaper.NewMetrics(rec)
 	postgres.NewStore(nil, nil).InstrumentGroupCommit(rec)
+	rec.MustRegister(obs.NewReadiness()) // as obs.Handle does in each binary
 
 	out := map[string]*metric{}
 	get := func(name string) *metric {

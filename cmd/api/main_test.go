@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -282,4 +283,50 @@ func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
 	if len(want) != 0 {
 		t.Errorf("%d of %d links answered 201 have no link.created in JetStream after the shutdown", len(want), n)
 	}
+}
+
+// While the api cannot reach Postgres, /readyz says so (503, postgres
+// failing) and so does sharelinks_ready on /metrics, which the
+// SharelinksDependencyUnreachable alert reads; both recover by themselves
+// when Postgres takes connections again.
+func TestReadinessFollowsADatabaseOutage(t *testing.T) {
+	dbURL := testkit.MigratedDB(t)
+	natsURL, _ := testkit.NATS(t)
+	base, _ := startServe(t, dbURL, natsURL)
+	state := func() (readyz int, metric string) {
+		t.Helper()
+		r, err := http.Get(base + "/readyz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Body.Close()
+		m, err := http.Get(base + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Body.Close()
+		raw, err := io.ReadAll(m.Body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range strings.Split(string(raw), "\n") {
+			if v, ok := strings.CutPrefix(line, `sharelinks_ready{check="postgres"} `); ok {
+				metric = v
+			}
+		}
+		return r.StatusCode, metric
+	}
+	if code, m := state(); code != 200 || m != "1" {
+		t.Fatalf("before the outage: /readyz %d, sharelinks_ready{check=postgres} %q; want 200 and 1", code, m)
+	}
+	cfg, err := pgx.ParseConfig(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopen := testkit.DatabaseOutage(t, cfg)
+	testkit.Eventually(t, 10*time.Second, func() bool { code, m := state(); return code == 503 && m == "0" },
+		"/readyz 503 and sharelinks_ready 0 during the outage")
+	reopen()
+	testkit.Eventually(t, 10*time.Second, func() bool { code, m := state(); return code == 200 && m == "1" },
+		"/readyz 200 and sharelinks_ready 1 after the outage")
 }

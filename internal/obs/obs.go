@@ -60,21 +60,30 @@ func (r *Readiness) Add(name string, c Check) {
 	r.checks[name] = c
 }
 
-// ServeHTTP answers 200 when every check passes, 503 otherwise, with each
-// check's result.
-func (r *Readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
-	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
-	defer cancel()
+// run runs every check within ctx and returns each one's error.
+func (r *Readiness) run(ctx context.Context) map[string]error {
 	r.mu.Lock()
 	checks := make(map[string]Check, len(r.checks))
 	for k, v := range r.checks {
 		checks[k] = v
 	}
 	r.mu.Unlock()
-	results := make(map[string]string, len(checks))
-	status, code := "ok", http.StatusOK
+	results := make(map[string]error, len(checks))
 	for name, c := range checks {
-		if err := c(ctx); err != nil {
+		results[name] = c(ctx)
+	}
+	return results
+}
+
+// ServeHTTP answers 200 when every check passes, 503 otherwise, with each
+// check's result.
+func (r *Readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	ctx, cancel := context.WithTimeout(req.Context(), 2*time.Second)
+	defer cancel()
+	results := map[string]string{}
+	status, code := "ok", http.StatusOK
+	for name, err := range r.run(ctx) {
+		if err != nil {
 			results[name] = err.Error()
 			status, code = "unavailable", http.StatusServiceUnavailable
 		} else {
@@ -84,13 +93,38 @@ func (r *Readiness) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	writeJSON(w, code, map[string]any{"status": status, "checks": results})
 }
 
+// readyDesc is sharelinks_ready: /readyz's checks as a metric, so an
+// alert sees a worker that cannot reach Postgres or NATS even when no
+// traffic fails for it (a consumer holding events through an outage
+// counts nothing).
+var readyDesc = prometheus.NewDesc("sharelinks_ready",
+	"Whether each /readyz check passes when scraped (postgres, nats, consumers): 1 yes, 0 no.", []string{"check"}, nil)
+
+// Describe makes Readiness a Prometheus collector of sharelinks_ready.
+func (r *Readiness) Describe(ch chan<- *prometheus.Desc) { ch <- readyDesc }
+
+// Collect runs the checks, as /readyz does, for sharelinks_ready.
+func (r *Readiness) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for name, err := range r.run(ctx) {
+		v := 1.0
+		if err != nil {
+			v = 0
+		}
+		ch <- prometheus.MustNewConstMetric(readyDesc, prometheus.GaugeValue, v, name)
+	}
+}
+
 // Healthz answers 200 while the process runs.
 func Healthz(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
-// Handle adds /metrics, /healthz and /readyz to mux.
+// Handle adds /metrics, /healthz and /readyz to mux, and the readiness
+// checks to reg as sharelinks_ready.
 func Handle(mux *http.ServeMux, reg *prometheus.Registry, ready *Readiness) {
+	reg.MustRegister(ready)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	mux.HandleFunc("GET /healthz", Healthz)
 	mux.Handle("GET /readyz", ready)
