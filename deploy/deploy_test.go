@@ -391,3 +391,30 @@ func TestDashboardQueriesExportedMetrics(t *testing.T) {
 		}
 	}
 }
+
+// The metric names README.md lists ("Metrics and alerts") are exactly the
+// sharelinks_ metrics the binaries export.
+func TestREADMEListsEveryMetric(t *testing.T) {
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, list, ok := strings.Cut(string(raw), "Names (all prefixed `sharelinks_`):")
+	list, _, ok2 := strings.Cut(list, "plus the Go and process collectors")
+	if !ok || !ok2 {
+		t.Fatal("README.md has no metric list (\"Names (all prefixed `sharelinks_`): … plus the Go and process collectors\")")
+	}
+	listed := map[string]bool{}
+	for _, m := range regexp.MustCompile("`([a-z_]+)`").FindAllStringSubmatch(list, -1) {
+		listed["sharelinks_"+m[1]] = true
+	}
+	for name := range exported(t) {
+		if strings.HasPrefix(name, "sharelinks_") && !listed[name] {
+			t.Errorf("README.md does not list %s", name)
+		}
+		delete(listed, name)
+	}
+	for name := range listed {
+		t.Errorf("README.md lists %s, which no binary exports", name)
+	}
+}
