@@ -16,7 +16,7 @@ import (
 )
 
 // consumers are the durables the stack runs on the event stream.
-var consumers = []string{"notifier", "otp", "records"}
+var consumers = []string{"notifier", "otp"}
 
 // consumerBacklog is the number of events the durable consumers have not
 // yet handled (pending plus unacknowledged), from JetStream: no database

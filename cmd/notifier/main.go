@@ -86,7 +86,7 @@ func run(ctx context.Context, args []string) error {
 	set.Int(&s.RetryAttempts, "NOTIFY_MAX_ATTEMPTS", 10, "send attempts before a notification fails")
 	set.Int(&s.Concurrency, "NOTIFY_CONCURRENCY", 8, "notifications sent at once by this process")
 	set.Int(&s.OTPConcurrency, "OTP_CONCURRENCY", 8, "codes sent at once by this process")
-	set.String(&s.Consumers, "CONSUMERS", "notifier,otp,records", "which consumers this process runs (notifier, otp, records)")
+	set.String(&s.Consumers, "CONSUMERS", "notifier,otp", "which consumers this process runs (notifier, otp)")
 	set.Bool(&s.WebhookPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook deliveries to loopback/private addresses")
 	if err := set.Parse(args); err != nil {
 		return err
@@ -140,10 +140,11 @@ func run(ctx context.Context, args []string) error {
 }
 
 // retiredConsumers are durables earlier versions ran: "audit" (in the
-// reaper) and "webhooks", merged into "records" so that each event is
-// delivered and parsed once. records starts from the stream's first event
-// and both of its writes are idempotent, so nothing is lost or doubled.
-var retiredConsumers = []string{"audit", "webhooks"}
+// reaper) and "webhooks", merged into "records", which recorded events in
+// the audit trail and enqueued their webhook deliveries. Every event now
+// records itself in the transaction that writes it, so no state depends
+// on the stream, and records is retired too.
+var retiredConsumers = []string{"audit", "webhooks", "records"}
 
 func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Workers, hooks *webhook.Dispatcher, s settings) error {
 	g, gctx := errgroup.WithContext(ctx)
@@ -160,30 +161,21 @@ func runConsumers(ctx context.Context, w *bootstrap.Worker, workers *delivery.Wo
 		"otp": {events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: 8},
 			workers.HandleOTP, workers.DeadOTP, s.OTPConcurrency},
 	}
+	if err := events.RetireConsumers(ctx, w.JS, retiredConsumers...); err != nil {
+		return fmt.Errorf("NATS_URL: %w", err)
+	}
+	// Webhook deliveries are rows their events' statements wrote: every
+	// notifier sends them (claims keep two from sending one).
+	g.Go(func() error { return hooks.Run(gctx) })
 	var running []events.Runner
 	for _, name := range splitList(s.Consumers) {
 		if name == "records" {
-			// Every event but the swept ones passes through here (audit
-			// trail and webhook fan-out), so they are handled in batches:
-			// one statement per batch, not per event.
-			if err := events.RetireConsumers(ctx, w.JS, retiredConsumers...); err != nil {
-				return fmt.Errorf("NATS_URL: %w", err)
-			}
-			spec := events.ConsumerSpec{Name: "records", Types: events.RecordedTypes(), MaxDeliver: 20}
-			cons, err := events.EnsureConsumer(ctx, w.JS, spec)
-			if err != nil {
-				return fmt.Errorf("NATS_URL: %w", err)
-			}
-			wk := &events.BatchWorker{Name: name, Consumer: cons, JS: w.JS, Size: 500, Handler: hooks.Handle, Log: w.Log,
-				Metrics: w.Consumed, MaxDeliver: spec.MaxDeliver, Unavailable: postgres.Unavailable}
-			running = append(running, wk)
-			g.Go(func() error { return hooks.Run(gctx) })
-			g.Go(func() error { return wk.Run(gctx) })
+			w.Log.Warn("CONSUMERS: records is retired (every event records itself now); ignoring it")
 			continue
 		}
 		c, ok := specs[name]
 		if !ok {
-			return fmt.Errorf("CONSUMERS: unknown consumer %q (notifier, otp, records)", name)
+			return fmt.Errorf("CONSUMERS: unknown consumer %q (notifier, otp)", name)
 		}
 		cons, err := events.EnsureConsumer(ctx, w.JS, c.spec)
 		if err != nil {

@@ -205,7 +205,7 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 	}
 	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
 	err = w.Handler(ctx, e, deliveries)
-	err = holdWhileUnavailable(run, w.Unavailable, log, func() []jetstream.Msg { return []jetstream.Msg{msg} }, err, func() error {
+	err = holdWhileUnavailable(run, w.Unavailable, log, msg, err, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return w.Handler(ctx, e, deliveries)
@@ -240,21 +240,18 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 }
 
 // holdWhileUnavailable retries again, in place, while err is one of the
-// database's outages (unavailable), renewing the AckWait of the messages
-// in hand (held: again may add to them) so that no delivery is spent
-// waiting for it. It returns the last error: nil once the database is
-// back and the work done, or the error to settle the messages with
-// (another kind, or the outage's when run ends).
+// database's outages (unavailable), renewing msg's AckWait so that no
+// delivery is spent waiting for it. It returns the last error: nil once
+// the database is back and the work done, or the error to settle the
+// message with (another kind, or the outage's when run ends).
 func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log *slog.Logger,
-	held func() []jetstream.Msg, err error, again func() error) error {
+	msg jetstream.Msg, err error, again func() error) error {
 	if unavailable == nil || err == nil || !unavailable(err) {
 		return err
 	}
-	log.Warn("database unavailable; holding the event until it is back", "err", err, "events", len(held()))
+	log.Warn("database unavailable; holding the event until it is back", "err", err)
 	for round := 0; err != nil && unavailable(err); round++ {
-		for _, m := range held() {
-			_ = m.InProgress()
-		}
+		_ = msg.InProgress()
 		// Well inside any AckWait (30 s by default), and soon after the
 		// database is back.
 		t := time.NewTimer(min(100*time.Millisecond<<min(round, 3), time.Second))
@@ -267,7 +264,7 @@ func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log
 		err = again()
 	}
 	if err == nil {
-		log.Info("database back; held event handled", "events", len(held()))
+		log.Info("database back; held event handled")
 	}
 	return err
 }

@@ -6,7 +6,6 @@ package events
 import (
 	"encoding/json"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -34,25 +33,6 @@ const (
 // the schemas tests keep the two in step).
 var Types = []string{LinkCreated, LinkRevoked, LinkExhausted, LinkExpired, LinkVerified, LinkVerifyFailed,
 	LinkOpened, LinkPurged, NotificationRequested, NotificationSent, NotificationFailed, OTPRequested, OTPSent, OTPFailed}
-
-// SelfRecordedTypes are the events whose own statement records them: it
-// writes their audit rows and the deliveries to subscribed webhooks
-// together with the state change and the outbox row, so the records
-// consumer does not take them (they are still published to the stream
-// like every event). The sweeps' (expiry, purge) come for many links at
-// once: a million links expiring would otherwise cost a million
-// deliveries, parses and single-row inserts on top of the sweep. The
-// accesses' (verified, opened, exhausted) are the most frequent of all:
-// recorded in the statement, each costs two inserts in a transaction that
-// commits anyway, instead of a delivery, a parse, an ack and a share of
-// another transaction (BENCHMARKS.md, session 6).
-var SelfRecordedTypes = []string{LinkExpired, LinkPurged, LinkVerified, LinkOpened, LinkExhausted}
-
-// RecordedTypes are the types the records consumer takes: all but the
-// self-recorded ones.
-func RecordedTypes() []string {
-	return slices.DeleteFunc(slices.Clone(Types), func(t string) bool { return slices.Contains(SelfRecordedTypes, t) })
-}
 
 // Stream and subject names.
 const (

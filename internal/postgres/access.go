@@ -79,9 +79,10 @@ const CountAccessSet = `access_count = access_count + 1,
 // recordEventsSQL continues a WITH whose CTE "ev" inserted outbox rows of
 // one event each, RETURNING payload: it records those events in the audit
 // trail and enqueues their deliveries to subscribed webhooks (sent by the
-// dispatcher's poll) in the same statement, so the records consumer does
-// not take them (events.SelfRecordedTypes). The rows are read back from
-// the event JSON itself, so the trail holds exactly what was published.
+// dispatcher's poll) in the same statement. Every event is written so
+// (queueEvents, the sweeps, the accesses): nothing an owner reads waits
+// on the stream. The rows are read back from the event JSON itself, so
+// the trail holds exactly what was published.
 const recordEventsSQL = `, rec AS (
 		SELECT convert_from(payload, 'UTF8')::jsonb AS j, payload FROM ev
 	), au AS (

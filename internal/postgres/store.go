@@ -51,19 +51,31 @@ func (s *Store) sendBatch(ctx context.Context, b *pgx.Batch) error {
 	return nil
 }
 
-// queueEvents adds outbox inserts for evs to a batch.
+// recordedEventSQL writes one event with the change that causes it: its
+// outbox row, its audit row and its deliveries to subscribed webhooks, in
+// one statement. Every event is recorded so, in the transaction of its
+// change: the audit trail and the webhooks never depend on the event
+// surviving the stream (Postgres is the source of truth; a JetStream that
+// loses an acknowledged tail loses transport only).
+const recordedEventSQL = `WITH ev AS (
+		INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3)
+		RETURNING payload
+	)` + recordEventsSQL + `
+	SELECT 1`
+
+// queueEvents adds each event of evs, recorded, to a batch.
 func queueEvents(b *pgx.Batch, evs []events.Event) error {
 	for _, e := range evs {
 		payload, err := json.Marshal(e)
 		if err != nil {
 			return fmt.Errorf("marshal event %s: %w", e.Type, err)
 		}
-		b.Queue(`INSERT INTO outbox (id, subject, payload) VALUES ($1, $2, $3)`, e.ID, e.Subject(), payload)
+		b.Queue(recordedEventSQL, e.ID, e.Subject(), payload)
 	}
 	return nil
 }
 
-// insertEvents writes outbox rows inside tx.
+// insertEvents writes evs, recorded, inside tx.
 func insertEvents(ctx context.Context, tx pgx.Tx, evs ...events.Event) error {
 	if len(evs) == 0 {
 		return nil

@@ -38,10 +38,8 @@ func systemEvent(typ, data string) string {
 //     that framing without a JSON parser; an event's text never holds a
 //     raw newline);
 //   - the audit rows, and a delivery per event and subscribed webhook
-//     (the dispatcher's poll finds them). The records consumer does not
-//     take these types (events.SelfRecordedTypes): recorded here, set-wise, a
-//     burst costs one insert per table instead of a delivery, a parse and
-//     a round trip per event.
+//     (the dispatcher's poll finds them), set-wise: a burst costs one
+//     insert per table.
 //
 // $2 must be the outbox subject. The statement returns the count.
 func sweepEvents(typ string) string {
@@ -190,14 +188,18 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
 		)
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $4, %s FROM e`, systemEvent(events.NotificationRequested,
+		, ev AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT e.id, $4, %s FROM e
+			RETURNING payload
+		)`+recordEventsSQL+`
+		SELECT count(*) FROM ev`, systemEvent(events.NotificationRequested,
 		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`))
-	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested)
+	var n int
+	err := s.pool.QueryRow(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("re-emit notifications: %w", err)
 	}
-	n := int(tag.RowsAffected())
 	if n > 0 {
 		s.wake()
 	}
@@ -219,14 +221,18 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 		), e AS (
 			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
 		)
-		INSERT INTO outbox (id, subject, payload)
-		SELECT e.id, $3, %s FROM e`, systemEvent(events.OTPRequested,
+		, ev AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT e.id, $3, %s FROM e
+			RETURNING payload
+		)`+recordEventsSQL+`
+		SELECT count(*) FROM ev`, systemEvent(events.OTPRequested,
 		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`))
-	tag, err := s.pool.Exec(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested)
+	var n int
+	err := s.pool.QueryRow(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("re-emit challenges: %w", err)
 	}
-	n := int(tag.RowsAffected())
 	if n > 0 {
 		s.wake()
 	}

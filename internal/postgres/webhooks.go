@@ -8,7 +8,6 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
-	"github.com/sharelinks/sharelinks/internal/events"
 )
 
 // Webhook is an owner's subscription.
@@ -109,31 +108,6 @@ func (s *Store) ListDeliveries(ctx context.Context, ownerID, webhookID string, l
 			&d.LastStatusCode, &d.LastError, &d.NextAttemptAt, &d.DeliveredAt, &d.CreatedAt)
 		return d, err
 	})
-}
-
-// EnqueueDeliveries creates one delivery per event and subscribed webhook
-// of its owner, for a whole batch of events in one statement (payloads[i]
-// is evs[i]'s body); a redelivered event creates nothing new. A webhook
-// gets only events that occurred after it was created (less a minute for
-// clock skew between the hosts that stamp events and Postgres): a consumer
-// replaying the stream must not send a new webhook a week of history.
-func (s *Store) EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error) {
-	ids, owners, types := make([]string, len(evs)), make([]string, len(evs)), make([]string, len(evs))
-	at := make([]time.Time, len(evs))
-	for i, e := range evs {
-		ids[i], owners[i], types[i], at[i] = e.ID, e.OwnerID, e.Type, e.OccurredAt
-	}
-	tag, err := s.pool.Exec(ctx, `INSERT INTO webhook_deliveries (id, webhook_id, event_id, event_type, payload)
-		SELECT sharelinks_uuid_v7(), w.id, e.id, e.type, e.payload
-		FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::bytea[], $5::timestamptz[])
-			AS e (id, owner_id, type, payload, occurred_at)
-		JOIN webhooks w ON w.owner_id = e.owner_id AND w.deleted_at IS NULL AND e.type = ANY (w.events)
-			AND e.occurred_at >= w.created_at - interval '1 minute'
-		ON CONFLICT (webhook_id, event_id) DO NOTHING`, ids, owners, types, payloads, at)
-	if err != nil {
-		return 0, fmt.Errorf("enqueue webhook deliveries: %w", err)
-	}
-	return int(tag.RowsAffected()), nil
 }
 
 // ClaimDueDeliveries takes up to batch due deliveries for one attempt each,

@@ -13,16 +13,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"maps"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
-	"slices"
 	"strconv"
 	"syscall"
 	"time"
@@ -60,10 +57,8 @@ func Sign(secretKey []byte, t time.Time, body []byte) string {
 type Store interface {
 	CreateWebhook(ctx context.Context, w postgres.Webhook) (postgres.Webhook, error)
 	ListWebhooks(ctx context.Context, ownerID string) ([]postgres.Webhook, error)
-	RecordEvents(ctx context.Context, evs []events.Event, hookOwners []string) (map[string]bool, error)
 	DeleteWebhook(ctx context.Context, ownerID, id string) error
 	ListDeliveries(ctx context.Context, ownerID, webhookID string, limit int) ([]postgres.Delivery, error)
-	EnqueueDeliveries(ctx context.Context, evs []events.Event, payloads [][]byte) (int, error)
 	ClaimDueDeliveries(ctx context.Context, batch int, lease time.Duration) ([]postgres.Delivery, error)
 	DeliveryOutcome(ctx context.Context, id, status string, code *int, lastErr *string, next time.Time) error
 }
@@ -241,7 +236,6 @@ type Dispatcher struct {
 	cfg     DispatcherConfig
 	log     *slog.Logger
 	metrics *Metrics
-	wake    chan struct{}
 }
 
 // NewDispatcher builds a dispatcher.
@@ -253,62 +247,12 @@ func NewDispatcher(store Store, keys *secret.Keys, g Guard, cfg DispatcherConfig
 	cfg.Poll = cmp.Or(cfg.Poll, time.Second)
 	cfg.Batch = cmp.Or(cfg.Batch, 50)
 	cfg.Concurrency = cmp.Or(cfg.Concurrency, 8)
-	return &Dispatcher{store: store, keys: keys, client: g.Client(cfg.Timeout), cfg: cfg, log: log, metrics: m,
-		wake: make(chan struct{}, 1)}
+	return &Dispatcher{store: store, keys: keys, client: g.Client(cfg.Timeout), cfg: cfg, log: log, metrics: m}
 }
 
-// Handle is the handler of the records consumer, the one consumer that
-// takes every event: it records the batch in the audit trail, records a
-// delivery per event and subscribed webhook, and wakes the dispatcher.
-// Both need every event, so one consumer does both: each event is then
-// delivered, parsed and acked once, not once for the audit trail and again
-// for webhooks. A batch costs one statement (the audit insert, which also
-// answers which of the batch's owners have webhooks at all) and, only when
-// some do, one insert of deliveries: a million links expiring at once must
-// not mean a million lookups, nor a million payloads sent for nothing.
-func (d *Dispatcher) Handle(ctx context.Context, evs []events.Event) error {
-	owners := map[string]bool{}
-	for _, e := range evs {
-		if Subscribable[e.Type] {
-			owners[e.OwnerID] = true
-		}
-	}
-	have, err := d.store.RecordEvents(ctx, evs, slices.Collect(maps.Keys(owners)))
-	if err != nil || len(have) == 0 {
-		return err
-	}
-	var todo []events.Event
-	var payloads [][]byte
-	for _, e := range evs {
-		if !Subscribable[e.Type] || !have[e.OwnerID] {
-			continue
-		}
-		payload, err := json.Marshal(e)
-		if err != nil {
-			// An Event always marshals; refusing one would stall the batch.
-			d.log.Error("webhook payload not encodable; event skipped", "event_id", e.ID, "err", err)
-			continue
-		}
-		todo = append(todo, e)
-		payloads = append(payloads, payload)
-	}
-	if len(todo) == 0 {
-		return nil
-	}
-	n, err := d.store.EnqueueDeliveries(ctx, todo, payloads)
-	if err != nil {
-		return err
-	}
-	if n > 0 {
-		select {
-		case d.wake <- struct{}{}:
-		default:
-		}
-	}
-	return nil
-}
-
-// Run sends due deliveries until ctx ends.
+// Run sends due deliveries until ctx ends. Deliveries are written by the
+// statements that write their events, in any api or worker process, so
+// the dispatcher finds them by polling (Poll, 1 s by default).
 func (d *Dispatcher) Run(ctx context.Context) error {
 	t := time.NewTicker(d.cfg.Poll)
 	defer t.Stop()
@@ -317,7 +261,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-		case <-d.wake:
 		}
 		for ctx.Err() == nil {
 			batch, err := d.store.ClaimDueDeliveries(ctx, d.cfg.Batch, d.cfg.Timeout+30*time.Second)

@@ -18,7 +18,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -30,26 +29,17 @@ import (
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
-// startWorkers runs the records consumer (audit trail and webhook
-// fan-out) with its dispatcher against the stack, as the notifier does.
+// startWorkers runs the webhook dispatcher against the stack, as the
+// notifier does. Events need no consumer: each is recorded (audit row and
+// deliveries) by the statement that writes it.
 func startWorkers(t *testing.T, st *testkit.Stack, cfg webhook.DispatcherConfig) {
 	t.Helper()
 	store := postgres.NewStore(st.Pool, st.Relay.Wake)
-	reg := prometheus.NewRegistry()
-	d := webhook.NewDispatcher(store, st.Keys, webhook.Guard{AllowPrivate: true}, cfg, quiet, webhook.NewMetrics(reg))
+	d := webhook.NewDispatcher(store, st.Keys, webhook.Guard{AllowPrivate: true}, cfg, quiet, webhook.NewMetrics(prometheus.NewRegistry()))
 	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	records, err := events.EnsureConsumer(ctx, st.JS, events.ConsumerSpec{Name: "records", Types: events.RecordedTypes()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	rw := &events.BatchWorker{Name: "records", Consumer: records, JS: st.JS, Handler: d.Handle, Size: 3,
-		Linger: 50 * time.Millisecond, Log: quiet, Metrics: events.NewConsumerMetrics(reg)}
-	for _, run := range []func(context.Context) error{rw.Run, d.Run} {
-		wg.Add(1)
-		go func() { defer wg.Done(); _ = run(ctx) }()
-	}
-	t.Cleanup(func() { cancel(); wg.Wait() })
+	done := make(chan struct{})
+	go func() { defer close(done); _ = d.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
 }
 
 type received struct {
@@ -368,33 +358,22 @@ func TestSweptEventsReachAuditTrailAndWebhooks(t *testing.T) {
 			t.Fatalf("audit trail of %s: %v", c.link, seen)
 		}
 	}
-	// The records consumer does not take swept events: none reached it.
-	cons, err := st.JS.Consumer(ctx, events.Stream, "records")
-	if err != nil {
-		t.Fatal(err)
-	}
-	info, err := cons.Info(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if slices.ContainsFunc(info.Config.FilterSubjects, func(s string) bool { return strings.HasSuffix(s, "link.expired") }) {
-		t.Fatalf("records consumer filters %v", info.Config.FilterSubjects)
-	}
 }
 
-// Accesses record their events themselves, in the statement that counts
-// the access or opens a target: with no records consumer running at all,
-// the audit trail has link.verified, link.exhausted and link.opened the
-// moment the requests answer, and a subscribed webhook has a delivery of
-// each, whose body is the published event.
-func TestAccessEventsAreRecordedByTheirOwnStatement(t *testing.T) {
+// Every event records itself, in the statement that writes it: with no
+// consumer and no dispatcher running at all, the audit trail has
+// link.created, link.verified, link.exhausted, link.opened and
+// link.revoked the moment the requests answer, and a subscribed webhook
+// has a delivery of each, whose body is the published event. Nothing an
+// owner reads depends on the event surviving the stream.
+func TestEveryEventIsRecordedByItsOwnStatement(t *testing.T) {
 	t.Parallel()
 	st := testkit.NewStack(t, "", "")
 	ctx := context.Background()
 	key := st.OwnerKey(t, "o")
 	rcv := newReceiver(t) // never called: no dispatcher runs here
 	if r := st.Do(t, "POST", "/v1/webhooks", key, map[string]any{"url": rcv.srv.URL,
-		"events": []string{"link.verified", "link.exhausted", "link.opened"}}); r.Status != 201 {
+		"events": []string{"link.created", "link.verified", "link.exhausted", "link.opened", "link.revoked"}}); r.Status != 201 {
 		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
 	}
 	id, path := createLink(t, st, key, 1)
@@ -405,90 +384,46 @@ func TestAccessEventsAreRecordedByTheirOwnStatement(t *testing.T) {
 	if r := st.Do(t, "GET", path+"/open", access.AccessToken, nil); r.Status != 302 {
 		t.Fatalf("open: %d %s", r.Status, r.Body)
 	}
+	revokedID, _ := createLink(t, st, key, 1)
+	if r := st.Do(t, "POST", "/v1/links/revoke", key, map[string]any{"ids": []string{revokedID}}); r.Status != 200 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
 
-	rows, err := st.Pool.Query(ctx, `SELECT a.type, a.id::text, d.payload FROM audit_events a
-		JOIN webhook_deliveries d ON d.event_id = a.id WHERE a.link_id = $1 ORDER BY a.type`, id)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var types []string
-	for rows.Next() {
-		var typ, eventID string
-		var payload []byte
-		if err := rows.Scan(&typ, &eventID, &payload); err != nil {
-			t.Fatal(err)
-		}
-		if err := schemas.ValidateEvent(payload); err != nil {
-			t.Fatalf("delivery body of %s is not a valid event: %v\n%s", typ, err, payload)
-		}
-		var e events.Event
-		if err := json.Unmarshal(payload, &e); err != nil {
-			t.Fatal(err)
-		}
-		if e.ID != eventID || e.Type != typ || e.LinkID != id {
-			t.Errorf("audit row %s %s, delivered %+v", typ, eventID, e)
-		}
-		types = append(types, typ)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
-	if want := []string{"link.exhausted", "link.opened", "link.verified"}; !slices.Equal(types, want) {
-		t.Fatalf("recorded with a delivery: %v, want %v", types, want)
-	}
-	if slices.ContainsFunc(events.RecordedTypes(), func(s string) bool { return slices.Contains(types, s) }) {
-		t.Fatalf("the records consumer still takes %v", events.RecordedTypes())
-	}
-}
-
-// A webhook is sent what happens after it was created, not history: a
-// consumer replaying the stream (a new durable starts from the stream's
-// first event) must not flood a new webhook with last week's events.
-func TestWebhookGetsNoEventsFromBeforeItExisted(t *testing.T) {
-	t.Parallel()
-	st := testkit.NewStack(t, "", "")
-	ctx := context.Background()
-	// Only the store's fan-out is under test: no consumer, no dispatcher.
-	hook := map[string]any{"url": newReceiver(t).srv.URL, "events": []string{"link.revoked"}}
-	if r := st.Do(t, "POST", "/v1/webhooks", st.OwnerKey(t, "o"), hook); r.Status != 201 {
-		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
-	}
-	var owner string
-	if err := st.Pool.QueryRow(ctx, `SELECT owner_id::text FROM webhooks`).Scan(&owner); err != nil {
-		t.Fatal(err)
-	}
-	event := func(age time.Duration) events.Event {
-		e, err := events.New(events.LinkRevoked, owner, uuid.NewString(), events.Actor{Type: "system"}, nil)
+	recorded := func(linkID string) []string {
+		t.Helper()
+		rows, err := st.Pool.Query(ctx, `SELECT a.type, a.id::text, d.payload FROM audit_events a
+			JOIN webhook_deliveries d ON d.event_id = a.id WHERE a.link_id = $1 ORDER BY a.type`, linkID)
 		if err != nil {
 			t.Fatal(err)
 		}
-		e.OccurredAt = time.Now().Add(-age)
-		return e
-	}
-	old := event(2 * time.Hour)
-	skewed := event(20 * time.Second) // a host clock a little behind Postgres
-	fresh := event(0)
-	store := postgres.NewStore(st.Pool, st.Relay.Wake)
-	n, err := store.EnqueueDeliveries(ctx, []events.Event{old, skewed, fresh}, [][]byte{[]byte(`{}`), []byte(`{}`), []byte(`{}`)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n != 2 {
-		t.Fatalf("%d deliveries, want 2 (the skewed and the fresh event, not the old one)", n)
-	}
-	var got []string
-	rows, err := st.Pool.Query(ctx, `SELECT event_id::text FROM webhook_deliveries`)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var types []string
+		for rows.Next() {
+			var typ, eventID string
+			var payload []byte
+			if err := rows.Scan(&typ, &eventID, &payload); err != nil {
+				t.Fatal(err)
+			}
+			if err := schemas.ValidateEvent(payload); err != nil {
+				t.Fatalf("delivery body of %s is not a valid event: %v\n%s", typ, err, payload)
+			}
+			var e events.Event
+			if err := json.Unmarshal(payload, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.ID != eventID || e.Type != typ || e.LinkID != linkID {
+				t.Errorf("audit row %s %s, delivered %+v", typ, eventID, e)
+			}
+			types = append(types, typ)
+		}
+		if err := rows.Err(); err != nil {
 			t.Fatal(err)
 		}
-		got = append(got, id)
+		return types
 	}
-	if slices.Contains(got, old.ID) || !slices.Contains(got, fresh.ID) || !slices.Contains(got, skewed.ID) {
-		t.Fatalf("deliveries for %v; old %s, skewed %s, fresh %s", got, old.ID, skewed.ID, fresh.ID)
+	if got, want := recorded(id), []string{"link.created", "link.exhausted", "link.opened", "link.verified"}; !slices.Equal(got, want) {
+		t.Errorf("recorded with a delivery: %v, want %v", got, want)
+	}
+	if got, want := recorded(revokedID), []string{"link.created", "link.revoked"}; !slices.Equal(got, want) {
+		t.Errorf("recorded with a delivery: %v, want %v", got, want)
 	}
 }
