@@ -191,8 +191,8 @@ func (w *Worker) count(result string) {
 // handle runs the handler over one message and settles it. run is the
 // worker's context: it ends holding for the database, never a handler.
 func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
-	// Handlers get their own context: a shutdown must not cut a send in half.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	// Settling (acks, naks, dead letters) gets its own time.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var deliveries uint64 = 1
 	if md, err := msg.Metadata(); err == nil {
@@ -204,15 +204,16 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 		return
 	}
 	log := w.Log.With("consumer", w.Name, "event_id", e.ID, "type", e.Type, "delivery", deliveries)
-	err = w.Handler(ctx, e, deliveries)
-	err = holdWhileUnavailable(run, w.Unavailable, log, msg, err, func() error {
+	attempt := func() error {
+		// Each attempt gets its own context: a shutdown must not cut a
+		// send in half.
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
 		return w.Handler(ctx, e, deliveries)
-	})
-	// Settling gets its own time: holding may have outlived the first.
-	ctx, cancelSettle := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancelSettle()
+	}
+	err = w.holdWhileUnavailable(run, log, msg, attempt(), attempt)
+	ctx, cancel = context.WithTimeout(context.Background(), 30*time.Second) // holding may have outlived the first
+	defer cancel()
 	var retry *RetryError
 	var perm *PermanentError
 	switch {
@@ -244,8 +245,8 @@ func (w *Worker) handle(run context.Context, msg jetstream.Msg) {
 // delivery is spent waiting for it. It returns the last error: nil once
 // the database is back and the work done, or the error to settle the
 // message with (another kind, or the outage's when run ends).
-func holdWhileUnavailable(run context.Context, unavailable func(error) bool, log *slog.Logger,
-	msg jetstream.Msg, err error, again func() error) error {
+func (w *Worker) holdWhileUnavailable(run context.Context, log *slog.Logger, msg jetstream.Msg, err error, again func() error) error {
+	unavailable := w.Unavailable
 	if unavailable == nil || err == nil || !unavailable(err) {
 		return err
 	}
