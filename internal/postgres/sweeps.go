@@ -170,12 +170,28 @@ func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	return n, nil
 }
 
+// reemitted continues a WITH whose CTE "stuck" returns the rows to re-emit
+// an event of type typ for (with link_id and owner_id; data builds the
+// event's data from them as e.*): each gets a new event id, its outbox row
+// (subject is the argument holding the subject) and its record
+// (recordEventsSQL). The statement returns how many.
+func reemitted(subject, typ, data string) string {
+	return `, e AS (
+			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
+		), ev AS (
+			INSERT INTO outbox (id, subject, payload)
+			SELECT e.id, ` + subject + `, ` + systemEvent(typ, data) + ` FROM e
+			RETURNING payload
+		)` + recordEventsSQL + `
+		SELECT count(*) FROM ev`
+}
+
 // ReemitStuckNotifications writes a fresh notification.requested event for
 // queued notifications whose event was lost in transport: never attempted
 // after fresh, or untouched for longer than stale (which must exceed the
 // longest retry delay). The consumer's claim makes the duplicate harmless.
 func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error) {
-	q := fmt.Sprintf(`
+	q := `
 		WITH stuck AS (
 			UPDATE notifications SET updated_at = now()
 			WHERE id IN (
@@ -185,16 +201,8 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 					OR updated_at < now() - $2 * interval '1 second')
 				LIMIT $3 FOR UPDATE SKIP LOCKED)
 			RETURNING id AS notification_id, link_id, owner_id, channel
-		), e AS (
-			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
-		)
-		, ev AS (
-			INSERT INTO outbox (id, subject, payload)
-			SELECT e.id, $4, %s FROM e
-			RETURNING payload
-		)`+recordEventsSQL+`
-		SELECT count(*) FROM ev`, systemEvent(events.NotificationRequested,
-		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`))
+		)` + reemitted("$4", events.NotificationRequested,
+		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`)
 	var n int
 	err := s.pool.QueryRow(ctx, q, fresh.Seconds(), stale.Seconds(), batch, events.SubjectPrefix+events.NotificationRequested).Scan(&n)
 	if err != nil {
@@ -208,7 +216,7 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 
 // ReemitStuckChallenges does the same for code requests never attempted.
 func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error) {
-	q := fmt.Sprintf(`
+	q := `
 		WITH stuck AS (
 			UPDATE otp_challenges c SET updated_at = now()
 			FROM links l
@@ -218,16 +226,8 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 				AND updated_at < now() - $1 * interval '1 second'
 				LIMIT $2 FOR UPDATE SKIP LOCKED)
 			RETURNING c.id AS challenge_id, c.link_id, l.owner_id, c.channel
-		), e AS (
-			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
-		)
-		, ev AS (
-			INSERT INTO outbox (id, subject, payload)
-			SELECT e.id, $3, %s FROM e
-			RETURNING payload
-		)`+recordEventsSQL+`
-		SELECT count(*) FROM ev`, systemEvent(events.OTPRequested,
-		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`))
+		)` + reemitted("$3", events.OTPRequested,
+		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`)
 	var n int
 	err := s.pool.QueryRow(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested).Scan(&n)
 	if err != nil {

@@ -296,6 +296,11 @@ func TestRepairsReemitLostNotificationEvents(t *testing.T) {
 	if err := schemas.ValidateEvent([]byte(payload)); err != nil {
 		t.Fatalf("re-emitted event fails its schema: %v\n%s", err, payload)
 	}
+	// Recorded with it, like every event: the owner's trail shows the re-emit.
+	if got := count(t, b, `SELECT count(*) FROM audit_events a JOIN outbox o ON o.id = a.id
+		WHERE a.type = 'notification.requested' AND a.link_id = '`+linkID+`'`); got != 1 {
+		t.Fatalf("%d audit rows for the re-emitted event, want 1", got)
+	}
 	if got := testutil.ToFloat64(m.Repairs.WithLabelValues("notification_reemit")); got != 1 {
 		t.Fatalf("notification repairs metric %v", got)
 	}
