@@ -10,9 +10,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/events"
 	"github.com/sharelinks/sharelinks/internal/mail"
+	"github.com/sharelinks/sharelinks/internal/postgres"
+	"github.com/sharelinks/sharelinks/internal/reaper"
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
@@ -130,3 +133,69 @@ func TestUnparseableEventIsDeadLetteredAndDoesNotBlock(t *testing.T) {
 }
 
 func jsonMarshal(v any) ([]byte, error) { return json.Marshal(v) }
+
+// The stream loses what it acknowledged (Jepsen's finding on JetStream;
+// here every event is purged after the relay published it and before any
+// consumer read it): the reaper re-emits each queued notification from
+// Postgres, every recipient still gets exactly one mail, and the owner's
+// audit trail lost nothing, because every event was recorded with its
+// change rather than from the stream.
+func TestStreamLossEveryNotificationStillSentOnceAndAudited(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	const total = 12
+	ids := make([]string, total)
+	for i := range total {
+		ids[i] = createLink(t, st, key, emailOTP(fmt.Sprintf("r%02d@example.com", i)), true).ID
+	}
+	count := func(q string, args ...any) int {
+		t.Helper()
+		var n int
+		if err := st.Pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { return count(`SELECT count(*) FROM outbox`) == 0 }, "all published")
+	stream, err := st.JS.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	time.Sleep(1500 * time.Millisecond) // nothing to consume: the stream is empty
+	if got := len(srv.Messages()); got != 0 {
+		t.Fatalf("%d mails before the repair: the purge lost nothing", got)
+	}
+	r := reaper.New(postgres.NewStore(st.Pool, st.Relay.Wake), reaper.Config{FreshStuck: time.Second}, quiet,
+		reaper.NewMetrics(prometheus.NewRegistry()))
+	r.RunOnce(ctx)
+	srv.WaitMessages(t, total, 30*time.Second)
+	time.Sleep(time.Second) // a duplicate send would show up here
+	per := map[string]int{}
+	for _, m := range srv.Messages() {
+		per[m.To[0]]++
+	}
+	for i := range total {
+		if to := fmt.Sprintf("r%02d@example.com", i); per[to] != 1 {
+			t.Errorf("%s got %d mails, want 1", to, per[to])
+		}
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return count(`SELECT count(*) FROM notifications WHERE status = 'sent'`) == total
+	}, "every notification sent")
+	for _, id := range ids {
+		for typ, want := range map[string]int{"link.created": 1, "notification.requested": 2, "notification.sent": 1} {
+			// notification.requested twice: the original and the re-emit.
+			if got := count(`SELECT count(*) FROM audit_events WHERE link_id = $1 AND type = $2`, id, typ); got != want {
+				t.Errorf("link %s: %d %s in the audit trail, want %d", id, got, typ, want)
+			}
+		}
+	}
+}
