@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -20,6 +21,23 @@ type Metrics struct {
 	Duration         *prometheus.HistogramVec
 	OTPRequests      *prometheus.CounterVec
 	OTPVerifications *prometheus.CounterVec
+
+	seen sync.Map // route and method pairs whose server-error series exist
+}
+
+// serverErrorCodes are the 5xx codes the api answers with (internal,
+// upstream, unavailable): each route gets these series at zero when it
+// first serves, so the first error on it is an increase an alert sees.
+var serverErrorCodes = []string{"500", "502", "503"}
+
+// request counts one answered request.
+func (m *Metrics) request(route, method string, code int) {
+	if _, done := m.seen.LoadOrStore(route+" "+method, true); !done {
+		for _, c := range serverErrorCodes {
+			m.Requests.WithLabelValues(route, method, c)
+		}
+	}
+	m.Requests.WithLabelValues(route, method, strconv.Itoa(code)).Inc()
 }
 
 // NewMetrics registers the HTTP metrics on reg.
@@ -114,11 +132,23 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger) http.Handler {
 			if code == 0 {
 				code = http.StatusOK
 			}
-			m.Requests.WithLabelValues(route, r.Method, strconv.Itoa(code)).Inc()
-			m.Duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
+			method := methodLabel(r.Method)
+			m.request(route, method, code)
+			m.Duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
 		}()
 		next.ServeHTTP(sw, r)
 	})
+}
+
+// methodLabel is the method as a label value: a client can send any
+// token as a method, and each would otherwise be a new series.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions:
+		return m
+	}
+	return "other"
 }
 
 // OTPRequest counts a code request by result (accepted, throttled, failed_send).
