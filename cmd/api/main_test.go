@@ -330,3 +330,59 @@ func TestReadinessFollowsADatabaseOutage(t *testing.T) {
 	testkit.Eventually(t, 10*time.Second, func() bool { code, m := state(); return code == 200 && m == "1" },
 		"/readyz 200 and sharelinks_ready 1 after the outage")
 }
+
+// A database that hangs rather than refuses (here: a lock the request's
+// statement waits on) costs a client REQUEST_TIMEOUT and a 503 with
+// Retry-After, not a request held open until TCP gives up; the api serves
+// again as soon as the database does.
+func TestAHungDatabaseIsA503AfterTheRequestTimeout(t *testing.T) {
+	dbURL := testkit.MigratedDB(t)
+	natsURL, _ := testkit.NATS(t)
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	key := lines[len(lines)-1]
+	base, _ := startServe(t, dbURL, natsURL, "--request-timeout", "1s")
+	list := func() (*http.Response, []byte, time.Duration) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", base+"/v1/links", nil)
+		req.Header.Set("Authorization", "Bearer "+key)
+		start := time.Now()
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		body, _ := io.ReadAll(r.Body)
+		return r, body, time.Since(start)
+	}
+	if r, body, _ := list(); r.StatusCode != 200 {
+		t.Fatalf("before the lock: %d %s", r.StatusCode, body)
+	}
+	locker, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close(ctx)
+	tx, err := locker.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `LOCK TABLE links IN ACCESS EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	r, body, took := list()
+	if r.StatusCode != http.StatusServiceUnavailable || r.Header.Get("Retry-After") == "" || !strings.Contains(string(body), `"unavailable"`) {
+		t.Errorf("while the table is locked: %d, Retry-After %q, %s; want 503 unavailable", r.StatusCode, r.Header.Get("Retry-After"), body)
+	}
+	if took < time.Second || took > 10*time.Second {
+		t.Errorf("answered after %s, want about the 1 s REQUEST_TIMEOUT", took)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool { r, _, _ := list(); return r.StatusCode == 200 }, "served again after the lock")
+}

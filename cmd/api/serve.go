@@ -44,6 +44,7 @@ type serveConfig struct {
 	SessionTTL          time.Duration
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
+	RequestTimeout      time.Duration
 	WebhookAllowPrivate bool
 	HashConcurrency     int
 	KeyCacheTTL         time.Duration
@@ -65,6 +66,7 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
+	set.Duration(&c.RequestTimeout, "REQUEST_TIMEOUT", 10*time.Second, "longest a request may work; past it the answer is 503 (0: no bound)")
 	set.Duration(&c.KeyCacheTTL, "API_KEY_CACHE_TTL", time.Minute,
 		"how long an API key lookup is remembered (0 disables; revocations are seen at once either way, via LISTEN)")
 	set.Int(&c.HashConcurrency, "PASSWORD_HASH_CONCURRENCY", max(1, runtime.NumCPU()/2),
@@ -157,7 +159,8 @@ func serve(ctx context.Context, args []string) error {
 	if err := webCfg.Validate(); err != nil {
 		return fmt.Errorf("BRAND_*: %w", err)
 	}
-	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL, Pages: web.New(svc, webCfg), Metrics: metrics},
+	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL, Pages: web.New(svc, webCfg), Metrics: metrics,
+		RequestTimeout: c.RequestTimeout},
 		svc, hooks, signer, reg, ready, log)
 	srv := &http.Server{
 		Handler:           handler,

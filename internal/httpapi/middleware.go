@@ -103,9 +103,13 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 
 func (s *statusWriter) Unwrap() http.ResponseWriter { return s.ResponseWriter }
 
-// instrument adds a request id, recovers panics as 500s, and records
-// metrics by route pattern (never the raw path: it holds link tokens).
-func instrument(next http.Handler, m *Metrics, log *slog.Logger) http.Handler {
+// instrument adds a request id and the request's deadline (timeout, when
+// positive: a database that hangs, by a partition or a lock, then costs a
+// client timeout and a 503, not a request held open until TCP gives up),
+// recovers panics as 500s, and records metrics by route pattern (never
+// the raw path: it holds link tokens). The mux must get the very request
+// whose Pattern is read here, so nothing may wrap it between the two.
+func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		id := r.Header.Get("X-Request-Id")
@@ -115,7 +119,13 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger) http.Handler {
 			id = hex.EncodeToString(b[:])
 		}
 		w.Header().Set("X-Request-Id", id)
-		r = r.WithContext(context.WithValue(r.Context(), keyRequestID, id))
+		ctx := context.WithValue(r.Context(), keyRequestID, id)
+		if timeout > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, timeout)
+			defer cancel()
+		}
+		r = r.WithContext(ctx)
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			if p := recover(); p != nil {

@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -59,11 +60,17 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 const unavailableRetry = 2 * time.Second
 
 // AsAppError is err as the edge answers it: the application error it
-// carries, or 503 unavailable when Postgres could not take the work now
+// carries, or 503 unavailable when the request ran out of time (its
+// deadline, RequestTimeout) or Postgres could not take the work now
 // (postgres.Unavailable), or nil for an internal error. The JSON API and
 // the recipient pages both answer through it.
 func AsAppError(err error) *apperr.Error {
 	if e, ok := apperr.As(err); ok {
+		return e
+	}
+	if errors.Is(err, context.DeadlineExceeded) {
+		e := apperr.New(apperr.Unavailable, "unavailable", "the request did not finish in time; retry shortly")
+		e.RetryAfter, e.Err = unavailableRetry, err
 		return e
 	}
 	if postgres.Unavailable(err) {
@@ -76,7 +83,8 @@ func AsAppError(err error) *apperr.Error {
 
 // writeError is the single place an error becomes a status code. Internal
 // errors are logged with the request id and shown to clients only as a
-// generic message; an unavailable database is logged as a warning.
+// generic message; a 503 (the database away, the request out of time)
+// is logged as a warning.
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	e := AsAppError(err)
 	switch {
@@ -85,7 +93,7 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			"route", r.Pattern)
 		e = apperr.New(apperr.Internal, "internal", "internal error; request id %s", requestID(r.Context()))
 	case e.Code == apperr.Unavailable:
-		log.WarnContext(r.Context(), "database unavailable", "err", err, "request_id", requestID(r.Context()),
+		log.WarnContext(r.Context(), "answered 503", "reason", e.Message, "err", err, "request_id", requestID(r.Context()),
 			"route", r.Pattern)
 	}
 	if e.RetryAfter > 0 {

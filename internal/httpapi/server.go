@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -22,6 +23,9 @@ type Config struct {
 	// Metrics, when set, are shared with the pages (OTP counters); else
 	// New registers its own.
 	Metrics *Metrics
+	// RequestTimeout bounds each request's work (its context's deadline);
+	// a request past it answers 503. Zero: no bound.
+	RequestTimeout time.Duration
 }
 
 // Pages is the recipient web experience (HTML, forms, assets), mounted
@@ -86,7 +90,7 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
 	})
-	return instrument(mux, s.metrics, log)
+	return instrument(mux, s.metrics, log, cfg.RequestTimeout)
 }
 
 type handlerFunc func(http.ResponseWriter, *http.Request) error

@@ -124,7 +124,7 @@ func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack 
 	hooks := webhook.NewService(store, keys, webhook.Guard{AllowPrivate: true})
 	metrics := httpapi.NewMetrics(reg)
 	pages := web.New(svc, web.Config{PublicBaseURL: srv.URL, Log: log, Observer: metrics})
-	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL, Pages: pages, Metrics: metrics},
+	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL, Pages: pages, Metrics: metrics, RequestTimeout: 30 * time.Second},
 		svc, hooks, signer, reg, ready, log)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
