@@ -5,7 +5,7 @@ GO    ?= go
 BIN   := .data/bin
 CMDS  := ./cmd/api ./cmd/notifier ./cmd/reaper ./cmd/devstack
 
-.PHONY: build run test testdb-stop bench lint deploy-check
+.PHONY: build run test testdb-stop bench fuzz lint deploy-check
 
 ## build: compile api, notifier, reaper and devstack into .data/bin
 build:
@@ -31,6 +31,17 @@ testdb-stop:
 ## bench: load generator against a running stack
 bench:
 	$(GO) run ./cmd/loadgen $(BENCH_FLAGS)
+
+## fuzz: fuzz every Fuzz target for FUZZTIME each (default 30s); `make test`
+## runs only their seeds. Findings land in each package's testdata/fuzz.
+FUZZTIME ?= 30s
+fuzz:
+	@for dir in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$dir/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "== $$dir $$f"; \
+			$(GO) test $$dir -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) || exit 1; \
+		done; \
+	done
 
 ## deploy-check: promtool (go.mod's version, built on first use) checks deploy/prometheus:
 ## the config with its rule file, and the alert rules' unit tests
