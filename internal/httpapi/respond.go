@@ -13,9 +13,11 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
+	"golang.org/x/time/rate"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/postgres"
@@ -81,6 +83,32 @@ func AsAppError(err error) *apperr.Error {
 	return nil
 }
 
+// sampledLog writes a kind of line at most once per interval, with the
+// number of events it stands for ("answers": this one and those since the
+// last line).
+type sampledLog struct {
+	every   rate.Sometimes
+	answers atomic.Int64
+}
+
+func (l *sampledLog) warn(ctx context.Context, log *slog.Logger, msg string, args ...any) {
+	l.answers.Add(1)
+	l.every.Do(func() {
+		log.WarnContext(ctx, msg, append(args, "answers", l.answers.Swap(0))...)
+	})
+}
+
+// unavailableLines samples the 503 lines: during an outage every request
+// fails alike, and a line per request (thousands a second) would bury the
+// log and cost more than the answers.
+var unavailableLines = sampledLog{every: rate.Sometimes{First: 1, Interval: time.Second}}
+
+// LogUnavailable logs a 503 at most once a second, saying how many 503s
+// the line stands for. The JSON API and the recipient pages share it.
+func LogUnavailable(ctx context.Context, log *slog.Logger, msg string, args ...any) {
+	unavailableLines.warn(ctx, log, msg, args...)
+}
+
 // writeError is the single place an error becomes a status code. Internal
 // errors are logged with the request id and shown to clients only as a
 // generic message; a 503 (the database away, the request out of time)
@@ -93,8 +121,8 @@ func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err er
 			"route", r.Pattern)
 		e = apperr.New(apperr.Internal, "internal", "internal error; request id %s", requestID(r.Context()))
 	case e.Code == apperr.Unavailable:
-		log.WarnContext(r.Context(), "answered 503", "reason", e.Message, "err", err, "request_id", requestID(r.Context()),
-			"route", r.Pattern)
+		LogUnavailable(r.Context(), log, "answered 503", "reason", e.Message, "err", err,
+			"request_id", requestID(r.Context()), "route", r.Pattern)
 	}
 	if e.RetryAfter > 0 {
 		w.Header().Set("Retry-After", strconv.Itoa(int((e.RetryAfter+time.Second-1)/time.Second)))

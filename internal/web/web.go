@@ -206,8 +206,8 @@ func (p *Pages) renderError(w http.ResponseWriter, r *http.Request, err error) {
 	ok := e != nil
 	switch {
 	case ok && e.Code == apperr.Unavailable:
-		p.log.WarnContext(r.Context(), "recipient page: database unavailable", "err", err, "route", r.Pattern,
-			"request_id", w.Header().Get("X-Request-Id"))
+		httpapi.LogUnavailable(r.Context(), p.log, "recipient page: answered 503", "reason", e.Message, "err", err,
+			"route", r.Pattern, "request_id", w.Header().Get("X-Request-Id"))
 		w.Header().Set("Retry-After", fmt.Sprint(int((e.RetryAfter+time.Second-1)/time.Second)))
 		p.render(w, r, http.StatusServiceUnavailable, "message", &view{
 			DocTitle: "Briefly unavailable", Heading: "This page is briefly unavailable",
