@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
 	"github.com/compose-spec/compose-go/v2/types"
@@ -93,6 +94,27 @@ func TestComposeConfig(t *testing.T) {
 		if !read {
 			t.Errorf("every sharelinks service gets %s, which none of them reads", k)
 		}
+	}
+	// docker compose stop waits stop_grace_period (10 s unless set) before
+	// SIGKILL: the api's shutdown, and a request in flight, must fit.
+	api := p.Services["api"]
+	dur := func(name string) time.Duration {
+		v := helpDefault(t, "api serve", name)
+		if e, ok := api.Environment[name]; ok && e != nil {
+			v = *e
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		return d
+	}
+	grace := 10 * time.Second
+	if api.StopGracePeriod != nil {
+		grace = time.Duration(*api.StopGracePeriod)
+	}
+	if request, shutdown := dur("REQUEST_TIMEOUT"), dur("SHUTDOWN_TIMEOUT"); request > shutdown || shutdown >= grace {
+		t.Errorf("api: REQUEST_TIMEOUT %s, SHUTDOWN_TIMEOUT %s, stop_grace_period %s: a SIGTERM's shutdown does not fit", request, shutdown, grace)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
@@ -29,6 +30,7 @@ var runtimeEnv = map[string]bool{"GOMEMLIMIT": true, "GOMAXPROCS": true, "GOGC":
 var (
 	knownOnce sync.Once
 	known     map[string]map[string]bool // "api serve", "notifier", ... -> env names
+	helpText  map[string]string          // "api serve", ... -> its -h output
 	knownErr  error
 	envInHelp = regexp.MustCompile(`\(\$([A-Z][A-Z0-9_]*)\)`)
 )
@@ -63,7 +65,7 @@ func knownEnv(t *testing.T) map[string]map[string]bool {
 				return
 			}
 		}
-		known = map[string]map[string]bool{}
+		known, helpText = map[string]map[string]bool{}, map[string]string{}
 		for _, c := range commands {
 			args := strings.Fields(c)
 			out, _ := exec.Command(filepath.Join(dir, args[0]), append(args[1:], "-h")...).CombinedOutput() // -h exits non-zero
@@ -71,7 +73,7 @@ func knownEnv(t *testing.T) map[string]map[string]bool {
 				knownErr = errors.New(c + " -h printed no usage:\n" + string(out))
 				return
 			}
-			known[c] = map[string]bool{}
+			known[c], helpText[c] = map[string]bool{}, string(out)
 			for _, m := range envInHelp.FindAllSubmatch(out, -1) {
 				known[c][string(m[1])] = true
 			}
@@ -151,8 +153,9 @@ type (
 			Template struct {
 				Metadata k8sMeta `yaml:"metadata"`
 				Spec     struct {
-					Containers []k8sContainer `yaml:"containers"`
-					Volumes    []struct {
+					TerminationGracePeriodSeconds *int           `yaml:"terminationGracePeriodSeconds"`
+					Containers                    []k8sContainer `yaml:"containers"`
+					Volumes                       []struct {
 						Name      string `yaml:"name"`
 						ConfigMap *struct {
 							Name string `yaml:"name"`
@@ -196,6 +199,13 @@ type (
 		} `yaml:"resources"`
 		Liveness  *k8sProbe `yaml:"livenessProbe"`
 		Readiness *k8sProbe `yaml:"readinessProbe"`
+		Lifecycle struct {
+			PreStop *struct {
+				Sleep *struct {
+					Seconds int `yaml:"seconds"`
+				} `yaml:"sleep"`
+			} `yaml:"preStop"`
+		} `yaml:"lifecycle"`
 	}
 	k8sProbe struct {
 		HTTPGet *struct {
@@ -675,5 +685,88 @@ func TestNATSImagesMatchTestedServer(t *testing.T) {
 	}
 	if len(tags) != 3 {
 		t.Errorf("found NATS images in %v, want the StatefulSet, the Helm values and compose", slices.Sorted(maps.Keys(tags)))
+	}
+}
+
+// setting is what a container of command cmd gets for variable name: its
+// env entry, else its config map's, else the default the binary's -h
+// gives.
+func setting(t *testing.T, cmd string, c k8sContainer, configMaps map[string]map[string]string, name string) string {
+	t.Helper()
+	for _, e := range c.Env {
+		if e.Name == name {
+			return e.Value
+		}
+	}
+	for _, ef := range c.EnvFrom {
+		if ef.ConfigMapRef != nil {
+			if v, ok := configMaps[ef.ConfigMapRef.Name][name]; ok {
+				return v
+			}
+		}
+	}
+	return helpDefault(t, cmd, name)
+}
+
+// helpDefault is the default cmd's -h gives for variable name.
+func helpDefault(t *testing.T, cmd, name string) string {
+	t.Helper()
+	knownEnv(t)
+	m := regexp.MustCompile(`\(\$` + name + `\) \(default ([^)]+)\)`).FindStringSubmatch(helpText[cmd])
+	if m == nil {
+		t.Fatalf("%s -h gives no default for %s", cmd, name)
+	}
+	return m[1]
+}
+
+// The api's shutdown fits the pod's grace period: a request may run
+// REQUEST_TIMEOUT, and the api waits SHUTDOWN_TIMEOUT for those in flight
+// after the preStop pause (during which the endpoints stop routing to
+// it), all before Kubernetes kills it.
+func TestAPIShutdownFitsTheGracePeriod(t *testing.T) {
+	objs := readK8s(t)
+	configMaps := map[string]map[string]string{}
+	for _, o := range objs {
+		if o.Kind == "ConfigMap" {
+			configMaps[o.Metadata.Name] = o.Data
+		}
+	}
+	found := false
+	for _, o := range objs {
+		if o.Kind != "Deployment" {
+			continue
+		}
+		for _, c := range o.Spec.Template.Spec.Containers {
+			if strings.Join(c.Command, " ") != "api serve" {
+				continue
+			}
+			found = true
+			dur := func(name string) time.Duration {
+				d, err := time.ParseDuration(setting(t, "api serve", c, configMaps, name))
+				if err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+				return d
+			}
+			request, shutdown := dur("REQUEST_TIMEOUT"), dur("SHUTDOWN_TIMEOUT")
+			if request <= 0 || request > shutdown {
+				t.Errorf("REQUEST_TIMEOUT %s, SHUTDOWN_TIMEOUT %s: a request in flight at SIGTERM could be cut", request, shutdown)
+			}
+			var pause time.Duration
+			if ps := c.Lifecycle.PreStop; ps != nil && ps.Sleep != nil {
+				pause = time.Duration(ps.Sleep.Seconds) * time.Second
+			}
+			grace := 30 * time.Second // Kubernetes' default
+			if g := o.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+				grace = time.Duration(*g) * time.Second
+			}
+			if pause+shutdown >= grace {
+				t.Errorf("%s: preStop %s + SHUTDOWN_TIMEOUT %s does not fit terminationGracePeriodSeconds %s",
+					o.Metadata.Name, pause, shutdown, grace)
+			}
+		}
+	}
+	if !found {
+		t.Fatal("no Deployment runs api serve")
 	}
 }
