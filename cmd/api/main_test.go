@@ -65,19 +65,14 @@ func TestMigrateKeysAndServeEndToEnd(t *testing.T) {
 		t.Fatalf("create a link: %v %v", r, err)
 	}
 	r.Body.Close()
-	m, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(m.Body)
-	m.Body.Close()
+	body := testkit.Metrics(t, base)
 	for _, want := range []string{"sharelinks_build_info", `sharelinks_http_requests_total{code="200",method="GET",route="GET /v1/links"} 1`,
 		`sharelinks_db_group_commit_requests_bucket{le="1"} 1`, "process_resident_memory_bytes", "go_goroutines"} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %s", want)
 		}
 	}
-	if strings.Contains(string(body), key) {
+	if strings.Contains(body, key) {
 		t.Error("metrics contain the API key")
 	}
 	out.Reset()
@@ -300,16 +295,7 @@ func TestReadinessFollowsADatabaseOutage(t *testing.T) {
 			t.Fatal(err)
 		}
 		r.Body.Close()
-		m, err := http.Get(base + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer m.Body.Close()
-		raw, err := io.ReadAll(m.Body)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, line := range strings.Split(string(raw), "\n") {
+		for _, line := range strings.Split(testkit.Metrics(t, base), "\n") {
 			if v, ok := strings.CutPrefix(line, `sharelinks_ready{check="postgres"} `); ok {
 				metric = v
 			}

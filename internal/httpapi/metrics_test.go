@@ -1,10 +1,11 @@
 package httpapi_test
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
 // A route's 5xx series exist, at zero, from its first request on, so the
@@ -28,16 +29,7 @@ func TestServerErrorSeriesExistBeforeTheFirstError(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
-	resp, err := st.Client.Get(st.URL + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(raw)
+	text := testkit.Metrics(t, st.URL)
 	for _, code := range []string{"500", "502", "503"} {
 		want := `sharelinks_http_requests_total{code="` + code + `",method="GET",route="GET /v1/links"} 0`
 		if !strings.Contains(text, want) {
