@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -197,5 +198,96 @@ func TestStreamLossEveryNotificationStillSentOnceAndAudited(t *testing.T) {
 				t.Errorf("link %s: %d %s in the audit trail, want %d", id, got, typ, want)
 			}
 		}
+	}
+}
+
+// outageAfterSend sends through next, then, once, takes the database away
+// before the handler can record the send, as a failover would; it comes
+// back after a moment.
+type outageAfterSend struct {
+	next  *mail.SMTP
+	t     *testing.T
+	cfg   *pgx.ConnConfig
+	once  sync.Once
+	back  chan struct{}
+	hitAt time.Time
+}
+
+func (o *outageAfterSend) Send(ctx context.Context, m mail.Message) (string, error) {
+	id, err := o.next.Send(ctx, m)
+	if err != nil {
+		return id, err
+	}
+	o.once.Do(func() {
+		reopen := testkit.DatabaseOutage(o.t, o.cfg)
+		go func() {
+			time.Sleep(1500 * time.Millisecond)
+			reopen()
+			close(o.back)
+		}()
+	})
+	return id, nil
+}
+
+// The provider accepted a message and the database went away before the
+// notifier could record it: the held event records the send when the
+// database is back, and sends nothing again. For a code that matters
+// twice over: a second send would mail a second code and make the first,
+// the one the recipient is typing, useless.
+func TestDatabaseOutageAfterTheSendSendsNothingTwice(t *testing.T) {
+	t.Parallel()
+	for _, kind := range []string{"notification", "code"} {
+		t.Run(kind, func(t *testing.T) {
+			t.Parallel()
+			st := testkit.NewStack(t, "", "")
+			st.Validate = false // the outage's 503s are checked elsewhere
+			key := st.OwnerKey(t, "o")
+			srv := testkit.StartSMTP(t)
+			smtpClient, err := mail.NewSMTP(srv.URL(), "S <s@share.example.com>", mail.WithLogger(quiet))
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = smtpClient.Close() })
+			out := &outageAfterSend{next: smtpClient, t: t, cfg: st.Pool.Config().ConnConfig, back: make(chan struct{})}
+			// A lease shorter than the outage: the old way, the re-run found
+			// its own claim, waited it out and sent again.
+			startNotifier(t, st, notifierOpts{smtp: srv, mailer: out, lease: time.Second, ackWait: 2 * time.Second})
+			l := createLink(t, st, key, emailOTP("gus@example.com"), kind == "notification")
+			if kind == "code" {
+				if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
+					t.Fatalf("otp: %d %s", r.Status, r.Body)
+				}
+			}
+			srv.WaitMessages(t, 1, 10*time.Second)
+			<-out.back
+			table, status := "notifications", "sent"
+			if kind == "code" {
+				table = "otp_challenges"
+			}
+			testkit.Eventually(t, 10*time.Second, func() bool {
+				var n int
+				err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM `+table+` WHERE status = $1`, status).Scan(&n)
+				return err == nil && n == 1
+			}, "the send recorded after the outage")
+			time.Sleep(3 * time.Second) // past the lease and a redelivery: a second send would land here
+			msgs := srv.Messages()
+			if len(msgs) != 1 {
+				t.Fatalf("%d mails, want 1", len(msgs))
+			}
+			if kind == "code" {
+				code := codeRe.FindStringSubmatch(msgs[0].Text)
+				if code == nil {
+					t.Fatalf("no code in %q", msgs[0].Text)
+				}
+				if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code[1]}); r.Status != 200 {
+					t.Fatalf("the code mailed does not verify: %d %s", r.Status, r.Body)
+				}
+			}
+			var sent int
+			if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM audit_events WHERE link_id = $1 AND type = ANY($2)`,
+				l.ID, []string{events.NotificationSent, events.OTPSent}).Scan(&sent); err != nil || sent != 1 {
+				t.Fatalf("%d sent events in the audit trail, want 1 (%v)", sent, err)
+			}
+		})
 	}
 }

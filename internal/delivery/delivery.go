@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"math/big"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -112,6 +113,38 @@ type Workers struct {
 	host     string
 	log      *slog.Logger
 	metrics  *Metrics
+	// unrecorded holds, by notification or challenge id, the record of
+	// a send the provider accepted that could not be written (the
+	// database was away). The consumer holds such an event and runs its
+	// handler again; that run writes the record instead of sending a
+	// second message, which for a code would be a second code that
+	// makes the first one useless.
+	unrecorded sync.Map // id → func(context.Context) error
+}
+
+// recordPending writes the record of an earlier accepted send of id, if
+// this process holds one; done reports whether there was one.
+func (w *Workers) recordPending(ctx context.Context, id string) (done bool, err error) {
+	rec, ok := w.unrecorded.Load(id)
+	if !ok {
+		return false, nil
+	}
+	if err := rec.(func(context.Context) error)(ctx); err != nil {
+		return true, err
+	}
+	w.unrecorded.Delete(id)
+	w.log.Info("recorded a send accepted while the database was away", "id", id)
+	return true, nil
+}
+
+// record writes the outcome of an accepted send; when it cannot, it keeps
+// it for the next run of the same event (see unrecorded).
+func (w *Workers) record(ctx context.Context, id string, rec func(context.Context) error) error {
+	if err := rec(ctx); err != nil {
+		w.unrecorded.Store(id, rec)
+		return err
+	}
+	return nil
 }
 
 // New builds the workers.
@@ -172,6 +205,9 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 	if err := unmarshal(e, &d); err != nil {
 		return events.Permanent(err)
 	}
+	if done, err := w.recordPending(ctx, d.NotificationID); done {
+		return err
+	}
 	job, ok, err := w.store.ClaimNotification(ctx, d.NotificationID, w.cfg.Lease)
 	if err != nil || !ok {
 		return notClaimable(err)
@@ -207,9 +243,11 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 		providerID, temporary, err = w.send("email", func() (string, error) { return w.mail.Send(ctx, msg) })
 	}
 	if err == nil {
-		if err := w.store.NotificationSent(ctx, n, providerID); err != nil {
-			// Sent but not recorded: the redelivery would send again. Retry the
-			// write quickly; this is the at-least-once window.
+		err := w.record(ctx, n.ID, func(ctx context.Context) error { return w.store.NotificationSent(ctx, n, providerID) })
+		if err != nil {
+			// Sent but not recorded. A run of this event in this process
+			// records it; only another process's (after a crash) sends
+			// again: the at-least-once window.
 			return fmt.Errorf("record sent notification: %w", err)
 		}
 		w.metrics.Notifications.WithLabelValues(n.Channel, "sent").Inc()
@@ -260,6 +298,9 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 	if err := unmarshal(e, &d); err != nil {
 		return events.Permanent(err)
 	}
+	if done, err := w.recordPending(ctx, d.ChallengeID); done {
+		return err
+	}
 	code := NewCode()
 	job, ok, err := w.store.ClaimChallenge(ctx, d.ChallengeID, w.cfg.Lease, func(th []byte) []byte { return w.keys.CodeHash(th, code) })
 	if err != nil || !ok {
@@ -282,7 +323,7 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 		providerID, temporary, err = w.send("email", func() (string, error) { return w.mail.Send(ctx, msg) })
 	}
 	if err == nil {
-		if err := w.store.ChallengeSent(ctx, job, providerID); err != nil {
+		if err := w.record(ctx, ch.ID, func(ctx context.Context) error { return w.store.ChallengeSent(ctx, job, providerID) }); err != nil {
 			return fmt.Errorf("record sent code: %w", err)
 		}
 		w.metrics.Notifications.WithLabelValues(ch.Channel, "sent").Inc()

@@ -36,8 +36,10 @@ type notifierOpts struct {
 	twilio    *testkit.TwilioServer
 	retryBase time.Duration
 	attempts  int
-	lease     time.Duration
-	ackWait   time.Duration
+	// otpAttempts is the code sends' retry budget (default 3).
+	otpAttempts int
+	lease       time.Duration
+	ackWait     time.Duration
 	// mailer replaces the SMTP client (to simulate a hang mid-send).
 	mailer delivery.MailSender
 	// ownConn gives the notifier its own NATS connection, so a test can
@@ -59,6 +61,9 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 	}
 	if o.lease == 0 {
 		o.lease = 30 * time.Second
+	}
+	if o.otpAttempts == 0 {
+		o.otpAttempts = 3
 	}
 	var mailer delivery.MailSender = mail.NewFileSink(t.TempDir(), "x <x@example.com>")
 	if o.smtp != nil {
@@ -99,7 +104,7 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 			PublicBaseURL: "https://share.example.com",
 			Brand:         compose.Brand{Name: "Sharelinks"},
 			Notify:        delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: o.attempts},
-			OTP:           delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: 3},
+			OTP:           delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: o.otpAttempts},
 			Lease:         o.lease,
 		}, quiet, delivery.NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
@@ -111,14 +116,14 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 		dead func(context.Context, events.Event, string) error
 	}{
 		{events.ConsumerSpec{Name: "notifier", Types: []string{events.NotificationRequested}, MaxDeliver: o.attempts + 5, AckWait: o.ackWait}, w.HandleNotification, w.DeadNotification},
-		{events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: 8, AckWait: o.ackWait}, w.HandleOTP, w.DeadOTP},
+		{events.ConsumerSpec{Name: "otp", Types: []string{events.OTPRequested}, MaxDeliver: o.otpAttempts + 5, AckWait: o.ackWait}, w.HandleOTP, w.DeadOTP},
 	} {
 		cons, err := events.EnsureConsumer(ctx, js, c.spec)
 		if err != nil {
 			t.Fatal(err)
 		}
 		wk := &events.Worker{Name: c.spec.Name, Consumer: cons, JS: js, Handler: c.h, OnDeadLetter: c.dead,
-			Concurrency: 4, MaxDeliver: c.spec.MaxDeliver, Log: quiet, Metrics: cm}
+			Concurrency: 4, MaxDeliver: c.spec.MaxDeliver, Log: quiet, Metrics: cm, Unavailable: postgres.Unavailable}
 		wg.Add(1)
 		go func() { defer wg.Done(); _ = wk.Run(ctx) }()
 	}

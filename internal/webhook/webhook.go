@@ -300,12 +300,12 @@ func (d *Dispatcher) send(dl postgres.Delivery) {
 	defer cancel()
 	sec, err := d.keys.Open(dl.SecretSealed, []byte(dl.WebhookID))
 	if err != nil {
-		d.outcome(ctx, dl, "failed", nil, "cannot unseal webhook secret: "+err.Error())
+		d.outcome(dl, "failed", nil, "cannot unseal webhook secret: "+err.Error())
 		return
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, dl.URL, bytes.NewReader(dl.Payload))
 	if err != nil {
-		d.outcome(ctx, dl, "failed", nil, "bad url: "+err.Error())
+		d.outcome(dl, "failed", nil, "bad url: "+err.Error())
 		return
 	}
 	req.Header.Set("Content-Type", "application/json")
@@ -316,20 +316,43 @@ func (d *Dispatcher) send(dl postgres.Delivery) {
 	req.Header.Set(SignatureHeader, Sign(sec, time.Now(), dl.Payload))
 	resp, err := d.client.Do(req)
 	if err != nil {
-		d.outcome(ctx, dl, "retry", nil, err.Error())
+		d.outcome(dl, "retry", nil, err.Error())
 		return
 	}
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()
 	code := resp.StatusCode
 	if code >= 200 && code < 300 {
-		d.outcome(ctx, dl, "delivered", &code, "")
+		d.outcome(dl, "delivered", &code, "")
 		return
 	}
-	d.outcome(ctx, dl, "retry", &code, "HTTP "+strconv.Itoa(code))
+	d.outcome(dl, "retry", &code, "HTTP "+strconv.Itoa(code))
 }
 
-func (d *Dispatcher) outcome(ctx context.Context, dl postgres.Delivery, result string, code *int, msg string) {
+// record writes a delivery's outcome. While the database is away it
+// keeps trying, for a while inside the claim's lease (the POST took at
+// most Timeout+5s of its Timeout+30s): a POST the receiver accepted is
+// then recorded when the database is back, not sent again when the
+// lease runs out.
+func (d *Dispatcher) record(id, status string, code *int, lastErr *string, next time.Time) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for round := 0; ; round++ {
+		err := d.store.DeliveryOutcome(ctx, id, status, code, lastErr, next)
+		if err == nil || !postgres.Unavailable(err) {
+			return err
+		}
+		t := time.NewTimer(min(100*time.Millisecond<<min(round, 3), time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+	}
+}
+
+func (d *Dispatcher) outcome(dl postgres.Delivery, result string, code *int, msg string) {
 	status, next := result, time.Now()
 	if result == "retry" {
 		delay := d.cfg.Base
@@ -346,7 +369,7 @@ func (d *Dispatcher) outcome(ctx context.Context, dl postgres.Delivery, result s
 	if msg != "" {
 		lastErr = &msg
 	}
-	if err := d.store.DeliveryOutcome(ctx, dl.ID, status, code, lastErr, next); err != nil {
+	if err := d.record(dl.ID, status, code, lastErr, next); err != nil {
 		d.log.Warn("record webhook outcome; the lease expiry retries it", "delivery_id", dl.ID, "err", err)
 	}
 	d.metrics.Deliveries.WithLabelValues(deliveryResults[result]).Inc()

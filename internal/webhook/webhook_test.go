@@ -427,3 +427,63 @@ func TestEveryEventIsRecordedByItsOwnStatement(t *testing.T) {
 		t.Errorf("recorded with a delivery: %v, want %v", got, want)
 	}
 }
+
+// The receiver accepted a delivery and the database went away before the
+// dispatcher could record it: the outcome is recorded when the database
+// is back, and the receiver is not sent the same delivery again when the
+// claim's lease runs out.
+func TestDeliveryAcceptedDuringADatabaseOutageIsRecordedNotResent(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	var (
+		mu    sync.Mutex
+		posts int
+		back  = make(chan time.Time, 1)
+	)
+	rcv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		mu.Lock()
+		posts++
+		first := posts == 1
+		mu.Unlock()
+		if first {
+			reopen := testkit.DatabaseOutage(t, st.Pool.Config().ConnConfig)
+			go func() {
+				time.Sleep(1500 * time.Millisecond)
+				reopen()
+				back <- time.Now()
+			}()
+		}
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	t.Cleanup(rcv.Close)
+	startWorkers(t, st, webhook.DispatcherConfig{Base: 100 * time.Millisecond, Timeout: 300 * time.Millisecond, Poll: 50 * time.Millisecond})
+	if r := st.Do(t, "POST", "/v1/webhooks", key, map[string]any{"url": rcv.URL + "/hook", "events": []string{"link.created"}}); r.Status != 201 {
+		t.Fatalf("create webhook: %d %s", r.Status, r.Body)
+	}
+	id, _ := createLink(t, st, key, 1)
+	var reopened time.Time
+	select {
+	case reopened = <-back:
+	case <-time.After(15 * time.Second):
+		t.Fatal("no delivery reached the receiver")
+	}
+	status := func() string {
+		var s string
+		err := st.Pool.QueryRow(context.Background(), `SELECT d.status FROM webhook_deliveries d
+			JOIN audit_events a ON a.id = d.event_id WHERE a.link_id = $1`, id).Scan(&s)
+		if err != nil {
+			return err.Error()
+		}
+		return s
+	}
+	// Well before the lease (the timeout + 30 s) would have run out.
+	testkit.Eventually(t, 5*time.Second, func() bool { return status() == "delivered" }, "delivered, recorded after the outage")
+	t.Logf("recorded %s after the database came back", time.Since(reopened).Round(time.Millisecond))
+	time.Sleep(time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if posts != 1 {
+		t.Fatalf("%d POSTs, want 1", posts)
+	}
+}
