@@ -53,7 +53,7 @@ func (p *Pages) landing(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	v := &view{Base: "/s/" + token}
+	v := &view{Base: tokenPath(token)}
 	v.fill(l, now)
 	if l.LockedUntil != nil && l.LockedUntil.After(now) {
 		p.renderLocked(w, r, l.LockedUntil.Sub(now))
@@ -120,7 +120,7 @@ func (p *Pages) codePage(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	base := "/s/" + token
+	base := tokenPath(token)
 	if l.AuthType != link.AuthEmailOTP && l.AuthType != link.AuthSMSOTP {
 		redirect(w, r, base)
 		return nil
@@ -169,7 +169,7 @@ var attemptsLeft = regexp.MustCompile(`(\d+) attempts? left`)
 // access cookie and moves on to the files (or straight to the one file).
 func (p *Pages) unlock(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
-	base := "/s/" + token
+	base := tokenPath(token)
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
@@ -234,7 +234,7 @@ func (p *Pages) observeVerify(err error) {
 // before another may be asked for.
 func (p *Pages) sendCode(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
-	base := "/s/" + token
+	base := tokenPath(token)
 	if err := parseForm(w, r); err != nil {
 		return err
 	}
@@ -270,7 +270,7 @@ func (p *Pages) sendCode(w http.ResponseWriter, r *http.Request) error {
 // file right after verification.
 func (p *Pages) filesPage(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
-	base := "/s/" + token
+	base := tokenPath(token)
 	l, err := p.svc.SessionLink(r.Context(), token, accessToken(r))
 	if apperr.CodeOf(err) == apperr.Unauthorized {
 		to := base
@@ -305,7 +305,7 @@ func (p *Pages) filesPage(w http.ResponseWriter, r *http.Request) error {
 // open issues a grant for one target and sends the browser to it.
 func (p *Pages) open(w http.ResponseWriter, r *http.Request) error {
 	token := r.PathValue("token")
-	base := "/s/" + token
+	base := tokenPath(token)
 	o, err := p.svc.Open(r.Context(), token, accessToken(r), r.URL.Query().Get("target"), httpapi.RecipientActor(r))
 	if err != nil {
 		e, ok := apperr.As(err)

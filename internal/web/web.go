@@ -290,7 +290,7 @@ func (p *Pages) csrfToken(w http.ResponseWriter, r *http.Request, token string) 
 	_, _ = rand.Read(b[:])
 	v := base64.RawURLEncoding.EncodeToString(b[:])
 	http.SetCookie(w, &http.Cookie{
-		Name: CSRFCookie, Value: v, Path: "/s/" + token,
+		Name: CSRFCookie, Value: v, Path: tokenPath(token),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: p.secure,
 	})
 	return v
@@ -324,7 +324,7 @@ func parseForm(w http.ResponseWriter, r *http.Request) error {
 
 func (p *Pages) setAccessCookie(w http.ResponseWriter, token string, acc link.Access) {
 	http.SetCookie(w, &http.Cookie{
-		Name: httpapi.AccessCookie, Value: acc.Token, Path: "/s/" + token, MaxAge: int(acc.ExpiresIn / time.Second),
+		Name: httpapi.AccessCookie, Value: acc.Token, Path: tokenPath(token), MaxAge: int(acc.ExpiresIn / time.Second),
 		HttpOnly: true, SameSite: http.SameSiteLaxMode, Secure: p.secure,
 	})
 }
@@ -353,3 +353,9 @@ func parseTemplates() map[string]*template.Template {
 	}
 	return out
 }
+
+// tokenPath is the page's path for token as a URL carries it: the token
+// comes decoded from the request path, and anything a real token never
+// holds ("%", "?", "/") must stay escaped in redirects, links and cookie
+// paths or the URL breaks.
+func tokenPath(token string) string { return "/s/" + url.PathEscape(token) }
