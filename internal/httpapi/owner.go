@@ -3,6 +3,7 @@ package httpapi
 import (
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strconv"
 	"strings"
@@ -189,6 +190,13 @@ func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
+	}
+	// The answer lists each id back as revoked or not found: an id that
+	// is no link id at all is the caller's mistake, and said so.
+	for i, id := range body.IDs {
+		if !isUUID(id) {
+			return apperr.Field(fmt.Sprintf("ids[%d]", i), "invalid_id", "ids[%d] must be a link id", i)
+		}
 	}
 	revoked, notFound, err := s.svc.Revoke(r.Context(), o, body.IDs)
 	if err != nil {
