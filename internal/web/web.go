@@ -222,6 +222,13 @@ func (p *Pages) renderError(w http.ResponseWriter, r *http.Request, err error) {
 			DocTitle: "Too much data", Heading: "That was more than this form takes",
 			Paragraphs: []string{"Go back and try again."},
 		})
+	case ok && (e.Code == apperr.Invalid || e.Code == apperr.Unsupported):
+		// A request no form of ours sends (a mangled or hand-made body):
+		// the sender's fault, and a 400, not an error on our side.
+		p.render(w, r, http.StatusBadRequest, "message", &view{
+			DocTitle: "Could not read that", Heading: "That form could not be read",
+			Paragraphs: []string{"Go back, reload the page and try again."},
+		})
 	default:
 		id := w.Header().Get("X-Request-Id")
 		p.log.ErrorContext(r.Context(), "recipient page failed", "err", err, "route", r.Pattern, "request_id", id)
