@@ -36,6 +36,9 @@ func parseAuditQuery(r *http.Request, allowed map[string]bool) (link.AuditQuery,
 		}
 	}
 	q := link.AuditQuery{Size: 50, LinkID: v.Get("link_id"), Type: v.Get("type")}
+	if err := textParams(v); err != nil {
+		return q, err
+	}
 	if sz := v.Get("size"); sz != "" {
 		n, err := strconv.Atoi(sz)
 		if err != nil || n < 1 || n > 100 {
@@ -53,7 +56,7 @@ func parseAuditQuery(r *http.Request, allowed map[string]bool) (link.AuditQuery,
 	if last := v.Get("last"); last != "" {
 		var c link.Cursor
 		raw, err := base64.RawURLEncoding.DecodeString(last)
-		if err != nil || json.Unmarshal(raw, &c) != nil || c.ID == "" || c.OrderBy != "occurred_at" {
+		if err != nil || json.Unmarshal(raw, &c) != nil || !isUUID(c.ID) || c.OrderBy != "occurred_at" {
 			return q, apperr.Field("last", "invalid_cursor", "last must be the value of a previous response's last")
 		}
 		q.After = &c

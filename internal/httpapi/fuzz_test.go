@@ -132,6 +132,14 @@ func FuzzAPI(f *testing.F) {
 		{0, 0, 0, "", "", "", `{"links":[{"targets":[{"id":"d","type":"folder","url":"https://x.example/d/"}],"link_type":"upload","expires_at":"` +
 			future(time.Hour) + `","authenticators":[{"auth_type":"sms_otp","auth_context":"+44 20 7946 0958"}]}]}`},
 		{0, 2, 0, "", "", "", `{"links":[{"title":"x"}]}`},
+		{0, 0, 0, "", "", "", `{"links":[{"title":"a\u0000b","message":"c\u0000","link_type":"view","targets":[{"id":"x\u0000","name":"n\u0000","type":"file","url":"https://x.example/f"}],"expires_at":"` +
+			future(time.Hour) + `"}]}`},
+		{1, 0, 0, "", "target_id", "a\x00\xfb", ""},
+		{9, 0, 0, "", "type", "link.\xfb\x00", ""},
+		{18, 3, 1, "", "target", "\xfb", ""},
+		{1, 0, 0, "", "last", "eyJvIjoiY3JlYXRlZF9hdCIsImQiOnRydWUsInQiOiIyMDI2LTAxLTAxVDAwOjAwOjAwWiIsImkiOiJ4In0", ""}, // a cursor made by hand, its id no link id
+		{9, 0, 0, "", "last", "eyJvIjoib2NjdXJyZWRfYXQiLCJkIjp0cnVlLCJ0IjoiMjAyNi0wMS0wMVQwMDowMDowMFoiLCJpIjoieCJ9", ""},
+		{5, 0, 0, "", "", "", `{"link_ids":["` + ft.ids[2] + `"],"recipients":["bob@example.com"],"message":"a\u0000"}`},
 		{1, 0, 0, "", "size", "5", ""},
 		{1, 0, 0, "", "status", "active", ""},
 		{1, 0, 0, "", "recipient", "jane@example.com", ""},

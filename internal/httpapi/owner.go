@@ -111,6 +111,9 @@ func parseListQuery(r *http.Request) (link.Query, error) {
 		Status: v.Get("status"), LinkType: v.Get("link_type"), TargetID: v.Get("target_id"),
 		OrderBy: v.Get("order_by"), Size: 20, Desc: true,
 	}
+	if err := textParams(v); err != nil {
+		return q, err
+	}
 	switch q.Status {
 	case "", link.StatusActive, link.StatusExpired, link.StatusExhausted, link.StatusRevoked:
 	default:
@@ -160,7 +163,7 @@ func parseListQuery(r *http.Request) (link.Query, error) {
 	if last := v.Get("last"); last != "" {
 		var c link.Cursor
 		raw, err := base64.RawURLEncoding.DecodeString(last)
-		if err != nil || json.Unmarshal(raw, &c) != nil || c.ID == "" {
+		if err != nil || json.Unmarshal(raw, &c) != nil || !isUUID(c.ID) {
 			return q, apperr.Field("last", "invalid_cursor", "last must be the value of a previous response's last")
 		}
 		if c.OrderBy != q.OrderBy || c.Desc != q.Desc {

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 )
 
@@ -194,4 +196,18 @@ func fieldOr(f string) string {
 func isUUID(s string) bool {
 	_, err := uuid.Parse(s)
 	return err == nil && len(s) == 36
+}
+
+// textParams refuses query values Postgres cannot hold as text (invalid
+// UTF-8, NUL): a URL may carry any byte, and the answer is a 400 that names
+// the parameter, not a 500 from the database.
+func textParams(v url.Values) error {
+	for k, vals := range v {
+		for _, s := range vals {
+			if !link.IsText(s) {
+				return apperr.Field(k, "invalid_parameter", "%s must be UTF-8 text", k)
+			}
+		}
+	}
+	return nil
 }

@@ -106,8 +106,8 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	seen := make(map[string]bool, len(s.Targets))
 	for i, t := range s.Targets {
 		tf := fmt.Sprintf("%s[%d]", f("targets"), i)
-		if t.ID == "" || len(t.ID) > MaxTargetID || !utf8.ValidString(t.ID) {
-			return Validated{}, apperr.Field(tf+".id", "invalid_target", "target id is required, at most %d bytes", MaxTargetID)
+		if t.ID == "" || len(t.ID) > MaxTargetID || !IsText(t.ID) {
+			return Validated{}, apperr.Field(tf+".id", "invalid_target", "target id is required, at most %d bytes of text", MaxTargetID)
 		}
 		if seen[t.ID] {
 			return Validated{}, apperr.Field(tf+".id", "invalid_target", "duplicate target id")
@@ -120,8 +120,8 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 		default:
 			return Validated{}, apperr.Field(tf+".type", "invalid_target", "target type must be file or folder")
 		}
-		if len(t.Name) > MaxTargetName || !utf8.ValidString(t.Name) {
-			return Validated{}, apperr.Field(tf+".name", "invalid_target", "target name at most %d bytes", MaxTargetName)
+		if len(t.Name) > MaxTargetName || !IsText(t.Name) {
+			return Validated{}, apperr.Field(tf+".name", "invalid_target", "target name at most %d bytes of text", MaxTargetName)
 		}
 		if t.URL != "" {
 			u, err := url.Parse(t.URL)
@@ -153,11 +153,11 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	if s.MaxAccessCount != nil && *s.MaxAccessCount < 1 {
 		return Validated{}, apperr.Field(f("max_access_count"), "invalid_max_access_count", "max_access_count must be at least 1")
 	}
-	if utf8.RuneCountInString(s.Title) > MaxTitle || !utf8.ValidString(s.Title) {
-		return Validated{}, apperr.Field(f("title"), "invalid_title", "title at most %d characters", MaxTitle)
+	if utf8.RuneCountInString(s.Title) > MaxTitle || !IsText(s.Title) {
+		return Validated{}, apperr.Field(f("title"), "invalid_title", "title at most %d characters of text", MaxTitle)
 	}
-	if utf8.RuneCountInString(s.Message) > MaxMessage || !utf8.ValidString(s.Message) {
-		return Validated{}, apperr.Field(f("message"), "invalid_message", "message at most %d characters", MaxMessage)
+	if utf8.RuneCountInString(s.Message) > MaxMessage || !IsText(s.Message) {
+		return Validated{}, apperr.Field(f("message"), "invalid_message", "message at most %d characters of text", MaxMessage)
 	}
 	v := Validated{Spec: s}
 	if len(s.Authenticators) == 0 {
@@ -288,4 +288,11 @@ func days(d time.Duration) string {
 		return fmt.Sprintf("%d days", d/(24*time.Hour))
 	}
 	return d.String()
+}
+
+// IsText reports whether s can be stored as Postgres text: valid UTF-8
+// without NUL. JSON can carry a NUL ("\u0000") and a URL any byte; Postgres
+// refuses both, so they are caught here as bad input, not there as a 500.
+func IsText(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
 }

@@ -261,8 +261,8 @@ func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []s
 	if len(recipients) == 0 || len(recipients) > MaxSpecs {
 		return nil, apperr.Field("recipients", "invalid_recipients", "send 1 to %d recipients", MaxSpecs)
 	}
-	if len(message) > MaxMessage {
-		return nil, apperr.Field("message", "invalid_message", "message at most %d characters", MaxMessage)
+	if len(message) > MaxMessage || !IsText(message) {
+		return nil, apperr.Field("message", "invalid_message", "message at most %d characters of text", MaxMessage)
 	}
 	norm := make([]string, len(recipients))
 	for i, r := range recipients {
@@ -608,7 +608,11 @@ func pickTarget(l Link, targetID string) (Target, error) {
 			return t, nil
 		}
 	}
-	return Target{}, apperr.New(apperr.NotFound, "target_not_found", "no such target in this link")
+	return Target{}, targetNotFound()
+}
+
+func targetNotFound() error {
+	return apperr.New(apperr.NotFound, "target_not_found", "no such target in this link")
 }
 
 func (s *Service) issue(l Link, t Target, grantID string) (Opened, error) {
@@ -635,6 +639,14 @@ func (s *Service) issue(l Link, t Target, grantID string) (Opened, error) {
 // round trip); the grant is signed after it, in memory, with the id the
 // event already carries.
 func (s *Service) Open(ctx context.Context, token, accessToken, targetID string, actor events.Actor) (Opened, error) {
+	if !IsText(targetID) || len(targetID) > MaxTargetID {
+		// No link holds such a target (and Postgres would refuse the
+		// text): the link's own state still answers first.
+		if _, err := s.Resolve(ctx, token); err != nil {
+			return Opened{}, err
+		}
+		return Opened{}, targetNotFound()
+	}
 	grantID := uuid.NewString()
 	var l Link
 	var err error = apperr.New(apperr.Unauthorized, "access_required", "verify first: the access token is missing, invalid or expired")
