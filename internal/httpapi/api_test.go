@@ -308,6 +308,11 @@ func TestBadInputIsA4xxAndWritesNothing(t *testing.T) {
 		{"bad json", `{"links":[`, 400, "invalid_json", ""},
 		{"not json", `hello`, 400, "invalid_json", ""},
 		{"unknown top field", `{"links":[],"extra":1}`, 400, "unknown_field", "extra"},
+		// encoding/json alone would take the last of two keys and match keys in
+		// any case: another parser in front of us could read a different body.
+		{"key given twice", `{"links":[{"title":"a","title":"b"}]}`, 400, "duplicate_field", "title"},
+		{"key in other case", `{"Links":[]}`, 400, "unknown_field", "Links"},
+		{"key with a Kelvin sign", `{"lin\u212as":[]}`, 400, "unknown_field", "lin\u212as"},
 		{"unknown spec field", map[string]any{"links": []any{spec(func(s map[string]any) { s["colour"] = "red" })}}, 400, "unknown_field", "colour"},
 		{"2 MiB body", huge, 413, "body_too_large", ""},
 		{"past expiry", map[string]any{"links": []any{spec(func(s map[string]any) { s["expires_at"] = "2020-01-01T00:00:00Z" })}}, 400, "invalid_expires_at", "links[0].expires_at"},

@@ -3,6 +3,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -14,9 +15,11 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-json-experiment/json/jsontext"
 	"github.com/google/uuid"
 	"golang.org/x/time/rate"
 
@@ -141,7 +144,14 @@ func decode(w http.ResponseWriter, r *http.Request, dst any) error {
 			return apperr.New(apperr.Unsupported, "unsupported_media_type", "send the body as application/json")
 		}
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, MaxBody))
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		return decodeError(err)
+	}
+	if err := strictKeys(raw); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
 		return decodeError(err)
@@ -210,4 +220,60 @@ func textParams(v url.Values) error {
 		}
 	}
 	return nil
+}
+
+// strictKeys refuses the two things encoding/json accepts silently that
+// let another parser read a body differently (reliability.md §6.3): a key
+// given twice (the last would win) and a key in other case than ours
+// ("Links", or "lin\u212as" with a Kelvin sign, which would match "links").
+// Every name in our request bodies is lower-case snake_case, so any other
+// key is unknown. jsontext (the JSON v2 token reader) finds duplicate names
+// itself; malformed JSON is left to the decoder, which reports it better.
+func strictKeys(raw []byte) error {
+	dec := strictDecoders.Get().(*jsontext.Decoder)
+	defer func() {
+		dec.Reset(bytes.NewReader(nil)) // hold no request body in the pool
+		strictDecoders.Put(dec)
+	}()
+	dec.Reset(bytes.NewReader(raw))
+	for {
+		// Inside an object, an even count of tokens read means a name comes next.
+		kind, n := dec.StackIndex(dec.StackDepth())
+		tok, err := dec.ReadToken()
+		if err != nil {
+			var se *jsontext.SyntacticError
+			if errors.As(err, &se) && errors.Is(err, jsontext.ErrDuplicateName) {
+				key := lastName(se.JSONPointer)
+				return apperr.Field(key, "duplicate_field", "field %q is given twice", key)
+			}
+			return nil
+		}
+		if kind == '{' && n%2 == 0 && tok.Kind() == '"' {
+			if key := tok.String(); !snakeCase(key) {
+				return apperr.Field(key, "unknown_field", "unknown field %q: names are lower-case, like links or expires_at", key)
+			}
+		}
+	}
+}
+
+var strictDecoders = sync.Pool{New: func() any { return jsontext.NewDecoder(bytes.NewReader(nil)) }}
+
+func lastName(p jsontext.Pointer) string {
+	name := ""
+	for tok := range p.Tokens() {
+		name = tok
+	}
+	return name
+}
+
+func snakeCase(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '_' {
+			return false
+		}
+	}
+	return true
 }
