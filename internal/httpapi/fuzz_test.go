@@ -180,6 +180,10 @@ func FuzzAPI(f *testing.F) {
 		{24, 1, 0, "", "open", "1", ""},
 		{24, 3, 1, "", "target", "report.pdf", ""},
 	}
+	// Deep nesting and a huge array, within the body limit: a 4xx, without
+	// the memory or stack to match.
+	f.Add(uint8(0), uint8(0), uint8(0), "", "", "", []byte(`{"links":`+strings.Repeat("[", 500_000)))
+	f.Add(uint8(0), uint8(0), uint8(0), "", "", "", []byte(`{"links":[`+strings.Repeat(`{},`, 300_000)+`{}]}`))
 	for _, s := range seeds {
 		f.Add(uint8(s.route), s.auth, s.pick, s.id, s.param, s.value, []byte(s.body))
 	}

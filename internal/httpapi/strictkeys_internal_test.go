@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
@@ -24,11 +25,17 @@ func TestStrictKeys(t *testing.T) {
 		{`{"expires-at":"x"}`, "unknown_field", "expires-at"},
 		{`{"":1}`, "unknown_field", ""},
 		{`{"a":1,`, "", ""}, // malformed: left to the decoder
+		{`{"ids":[` + strings.Repeat(`"x",`, maxItems-1) + `"x"]}`, "", ""},
+		{`{"ids":[` + strings.Repeat(`"x",`, maxItems) + `"x"]}`, "too_many_items", ""},
+		{`[[` + strings.Repeat(`{},`, maxItems) + `{}]]`, "too_many_items", ""},
 		{`[1,2]`, "", ""},
 		{`"x"`, "", ""},
 	}
 	for _, c := range cases {
 		err := strictKeys([]byte(c.body))
+		if len(c.body) > 80 {
+			c.body = c.body[:80] + "…"
+		}
 		e, _ := apperr.As(err)
 		switch {
 		case c.reason == "" && err != nil:
