@@ -138,6 +138,7 @@ func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", "c2hvcnQ="}, "SHARELINKS_SECRET decodes to 5 bytes"},
 		{[]string{"serve", "--database-url", "postgres://nobody:secretpw@127.0.0.1:1/x", "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "DATABASE_URL: connect to postgres://nobody:xxxxx@127.0.0.1:1/x"},
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", "nats://127.0.0.1:1", "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "NATS_URL: connect to nats://127.0.0.1:1"},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--sms-regions", "US,XX"}, `SMS_REGIONS: "XX" is not a region`},
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -40,6 +40,7 @@ type serveConfig struct {
 	MaxExpiry           time.Duration
 	ForbidOpenLinks     bool
 	PhoneRegion         string
+	SMSRegions          string
 	GrantTTL            time.Duration
 	SessionTTL          time.Duration
 	DBMaxConns          int
@@ -62,6 +63,7 @@ func serve(ctx context.Context, args []string) error {
 	set.Duration(&c.MaxExpiry, "MAX_EXPIRY", 365*24*time.Hour, "how far ahead expires_at may be")
 	set.Bool(&c.ForbidOpenLinks, "FORBID_OPEN_LINKS", false, "refuse links without an authenticator")
 	set.String(&c.PhoneRegion, "DEFAULT_PHONE_REGION", "", "region for phone numbers given without +, e.g. US (empty: E.164 required)")
+	set.String(&c.SMSRegions, "SMS_REGIONS", "", "regions whose numbers may be texted, e.g. US,CA,GB (empty: any)")
 	set.Duration(&c.GrantTTL, "GRANT_TTL", 60*time.Second, "lifetime of a signed grant")
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
@@ -77,6 +79,10 @@ func serve(ctx context.Context, args []string) error {
 	set.Bool(&c.WebhookAllowPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback/private networks")
 	if err := set.Parse(args); err != nil {
 		return err
+	}
+	smsRegions, err := link.ParseRegions(c.SMSRegions)
+	if err != nil {
+		return fmt.Errorf("SMS_REGIONS: %w", err)
 	}
 	log := obs.NewLogger(os.Stderr, c.LogFormat, c.LogLevel)
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -141,8 +147,9 @@ func serve(ctx context.Context, args []string) error {
 	}
 	svc := link.NewService(linkStore, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
 		PublicBaseURL: c.PublicBaseURL,
-		Policy:        link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion},
-		SessionTTL:    c.SessionTTL,
+		Policy: link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion,
+			SMSRegions: smsRegions},
+		SessionTTL: c.SessionTTL,
 	})
 	ready := obs.NewReadiness()
 	ready.Add("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })

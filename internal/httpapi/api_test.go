@@ -14,6 +14,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
@@ -583,5 +584,32 @@ func TestCountingAnAccessIsAHOTUpdate(t *testing.T) {
 	}, "4 access counts in the statistics")
 	if hot != upd {
 		t.Fatalf("%d of %d link updates were HOT; counting an access must change no indexed column", hot, upd)
+	}
+}
+
+func TestSMSRegionsBoundWhereTextsGo(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "", func(c *link.Config) { c.Policy.SMSRegions = []string{"US", "CA"} })
+	key := st.OwnerKey(t, "owner-"+t.Name())
+	sms := func(phone string) map[string]any {
+		return spec(func(s map[string]any) {
+			s["authenticators"] = []any{map[string]any{"auth_type": "sms_otp", "auth_context": phone}}
+		})
+	}
+	r := st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{sms("+14155550123"), sms("+33142685300")}})
+	if r.Status != 400 || r.ErrorCode() != "sms_region_not_allowed" || !strings.Contains(string(r.Body), `"field":"links[1].authenticators[0].auth_context"`) ||
+		!strings.Contains(string(r.Body), "region FR") {
+		t.Fatalf("a French number: %d %s", r.Status, r.Body)
+	}
+	if n := countLinks(t, st, key); n != 0 {
+		t.Fatalf("the refused request wrote %d links", n)
+	}
+	l := create(t, st, key, sms("+1 613 555 0123"))[0] // Ottawa
+	r = st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"+442079460958"}})
+	if r.Status != 400 || r.ErrorCode() != "sms_region_not_allowed" {
+		t.Fatalf("send to a British number: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"+14155550123", "a@example.com"}}); r.Status != 202 {
+		t.Fatalf("send within the regions: %d %s", r.Status, r.Body)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/mail"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -77,6 +78,46 @@ type Policy struct {
 	MaxExpiry        time.Duration // how far ahead expires_at may be
 	ForbidOpenLinks  bool
 	DefaultPhoneZone string // region for numbers without +, e.g. "US"; empty requires E.164 input
+	// SMSRegions are the regions (ISO 3166-1 alpha-2, as ParseRegions
+	// returns them) whose numbers codes and notifications may be texted to;
+	// empty allows any. Texts to some ranges cost many times others, which
+	// is what SMS pumping lives on (OWASP API4:2023).
+	SMSRegions []string
+}
+
+// SMSAllowed checks that the policy lets texts go to phone (E.164); the
+// error names the number's region and the allowed ones.
+func (p Policy) SMSAllowed(phone string) error {
+	if len(p.SMSRegions) == 0 {
+		return nil
+	}
+	region := "unknown"
+	if num, err := phonenumbers.Parse(phone, ""); err == nil {
+		if r := phonenumbers.GetRegionCodeForNumber(num); r != "" {
+			region = r
+		}
+	}
+	if slices.Contains(p.SMSRegions, region) {
+		return nil
+	}
+	return fmt.Errorf("texts to numbers in region %s are not allowed here (allowed: %s)", region, strings.Join(p.SMSRegions, ", "))
+}
+
+// ParseRegions reads a comma-separated list of regions (US,ca, GB) into
+// upper-case ISO 3166-1 alpha-2 codes that libphonenumber knows.
+func ParseRegions(s string) ([]string, error) {
+	var out []string
+	for r := range strings.SplitSeq(s, ",") {
+		r = strings.ToUpper(strings.TrimSpace(r))
+		if r == "" {
+			continue
+		}
+		if !phonenumbers.GetSupportedRegions()[r] {
+			return nil, fmt.Errorf("%q is not a region with phone numbers (use ISO 3166-1 alpha-2 codes, like US or GB)", r)
+		}
+		out = append(out, r)
+	}
+	return out, nil
 }
 
 // Auth is a validated authenticator: Recipient is the normalised email
@@ -196,6 +237,9 @@ func validateAuth(field string, a AuthSpec, p Policy) (Auth, error) {
 		ph, err := NormalizePhone(a.AuthContext, p.DefaultPhoneZone)
 		if err != nil {
 			return Auth{}, apperr.Field(field+".auth_context", "invalid_phone", "%s", err.Error())
+		}
+		if err := p.SMSAllowed(ph); err != nil {
+			return Auth{}, apperr.Field(field+".auth_context", "sms_region_not_allowed", "%s", err.Error())
 		}
 		return Auth{Type: AuthSMSOTP, Recipient: ph}, nil
 	default:

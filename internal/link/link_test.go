@@ -1,6 +1,7 @@
 package link_test
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -123,5 +124,35 @@ func TestEffectiveStatus(t *testing.T) {
 	}
 	if s := link.EffectiveStatus(link.StatusRevoked, now.Add(time.Hour), now); s != link.StatusRevoked {
 		t.Errorf("revoked: %s", s)
+	}
+}
+
+func TestSMSRegions(t *testing.T) {
+	if _, err := link.ParseRegions("US,XX"); err == nil {
+		t.Error("XX accepted as a region")
+	}
+	regions, err := link.ParseRegions(" us, GB ,,ca")
+	if err != nil || !slices.Equal(regions, []string{"US", "GB", "CA"}) {
+		t.Fatalf("ParseRegions: %v %v", regions, err)
+	}
+	if r, err := link.ParseRegions(""); err != nil || len(r) != 0 {
+		t.Fatalf("empty: %v %v", r, err)
+	}
+	p := link.Policy{SMSRegions: regions}
+	for phone, ok := range map[string]bool{
+		"+14155550123":  true,  // US
+		"+16135550123":  true,  // CA (Ottawa): +1 is shared, the region is the number's own
+		"+442079460958": true,  // GB
+		"+18095550123":  false, // DO: +1 again, but not an allowed region
+		"+33142685300":  false, // FR
+		"+882345678901": false, // an international network: no region at all
+	} {
+		err := p.SMSAllowed(phone)
+		if (err == nil) != ok {
+			t.Errorf("%s: %v, want allowed %v", phone, err, ok)
+		}
+	}
+	if err := (link.Policy{}).SMSAllowed("+33142685300"); err != nil {
+		t.Errorf("no regions set must allow any: %v", err)
 	}
 }

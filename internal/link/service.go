@@ -270,6 +270,11 @@ func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []s
 		var err error
 		if strings.HasPrefix(strings.TrimSpace(r), "+") {
 			norm[i], err = NormalizePhone(r, s.cfg.Policy.DefaultPhoneZone)
+			if err == nil {
+				if err := s.cfg.Policy.SMSAllowed(norm[i]); err != nil {
+					return nil, apperr.Field(field, "sms_region_not_allowed", "%s", err.Error())
+				}
+			}
 		} else {
 			norm[i], err = NormalizeEmail(r)
 		}
