@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -611,5 +612,52 @@ func TestSMSRegionsBoundWhereTextsGo(t *testing.T) {
 	}
 	if r := st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"+14155550123", "a@example.com"}}); r.Status != 202 {
 		t.Fatalf("send within the regions: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestAnOwnerQueuesAtMostNotifyPerHour(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "", func(c *link.Config) { c.NotifyPerHour = 3 })
+	key := st.OwnerKey(t, "owner-"+t.Name())
+	other := st.OwnerKey(t, "other-"+t.Name())
+	notify := func(addr string) map[string]any {
+		return spec(func(s map[string]any) {
+			s["authenticators"] = []any{map[string]any{"auth_type": "email_otp", "auth_context": addr}}
+			s["notify"] = true
+		})
+	}
+	l := create(t, st, key, notify("a@example.com"), notify("b@example.com"))[0]
+	queued := func() (n int) {
+		if err := st.Pool.QueryRow(context.Background(), `SELECT count(*) FROM notifications`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	// Two more would make four: refused whole, with when to come back.
+	r := st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"c@example.com", "d@example.com"}})
+	if r.Status != 429 || r.ErrorCode() != "notification_limit" {
+		t.Fatalf("over the limit: %d %s", r.Status, r.Body)
+	}
+	if ra, err := strconv.Atoi(r.Header.Get("Retry-After")); err != nil || ra < 3590 || ra > 3600 {
+		t.Errorf("Retry-After %q, want about an hour (the oldest leaves the window)", r.Header.Get("Retry-After"))
+	}
+	if r := st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{notify("e@example.com"), notify("f@example.com")}}); r.Status != 429 {
+		t.Fatalf("create over the limit: %d %s", r.Status, r.Body)
+	}
+	if n := queued(); n != 2 || countLinks(t, st, key) != 1+1 {
+		t.Fatalf("refused requests wrote: %d notifications, %d links", n, countLinks(t, st, key))
+	}
+	if r := st.Do(t, "POST", "/v1/links/send", key, map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"c@example.com"}}); r.Status != 202 {
+		t.Fatalf("the third: %d %s", r.Status, r.Body)
+	}
+	if r := st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{spec()}}); r.Status != 201 {
+		t.Fatalf("a link that notifies no one is not limited: %d %s", r.Status, r.Body)
+	}
+	// The limit is the owner's: another owner is not held back.
+	o := create(t, st, other, notify("g@example.com"))[0]
+	// A request that could never pass says so, not "try later".
+	many := []string{"h@example.com", "i@example.com", "j@example.com", "k@example.com"}
+	if r := st.Do(t, "POST", "/v1/links/send", other, map[string]any{"link_ids": []string{o.ID}, "recipients": many}); r.Status != 400 || r.ErrorCode() != "notification_limit" {
+		t.Fatalf("four at once: %d %s", r.Status, r.Body)
 	}
 }

@@ -27,6 +27,7 @@ type Store interface {
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
 	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event) error
+	RecentNotifications(ctx context.Context, ownerID string, since time.Time, limit int) (int, time.Time, error)
 	GetNotification(ctx context.Context, ownerID, id string) (Notification, error)
 	LinkNotifications(ctx context.Context, ownerID, linkID string) ([]Notification, error)
 	LinkByTokenHash(ctx context.Context, hash []byte) (Link, error)
@@ -50,6 +51,10 @@ type Config struct {
 	VerifyLimit   int           // wrong passwords before a lockout
 	LockFor       time.Duration // lockout length
 	OTP           OTPLimits
+	// NotifyPerHour is how many notifications one owner may queue in any
+	// hour (0: no limit): with a leaked key, one send request alone could
+	// queue 100 links × 100 recipients.
+	NotifyPerHour int
 }
 
 // Service is what the HTTP API calls: owners manage links, recipients
@@ -161,6 +166,9 @@ func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec) ([]View
 				evs = append(evs, notificationEvent(n, actor))
 			}
 		}
+	}
+	if err := s.notifyQuota(ctx, owner, len(notes)); err != nil {
+		return nil, err
 	}
 	if err := s.store.InsertLinks(ctx, links, notes, evs); err != nil {
 		return nil, err
@@ -315,10 +323,41 @@ func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []s
 			evs = append(evs, notificationEvent(n, actor))
 		}
 	}
+	if err := s.notifyQuota(ctx, owner, len(notes)); err != nil {
+		return nil, err
+	}
 	if err := s.store.InsertNotifications(ctx, notes, evs); err != nil {
 		return nil, err
 	}
 	return notes, nil
+}
+
+// notifyQuota refuses, whole, a request that would take the owner past
+// NotifyPerHour notifications in the last hour. It counts before the
+// insert, outside its transaction: requests of one owner racing each
+// other can pass the limit by what they queue at once, which bounds a
+// flood without a lock on every notifying request.
+func (s *Service) notifyQuota(ctx context.Context, owner Owner, adding int) error {
+	limit := s.cfg.NotifyPerHour
+	if limit <= 0 || adding == 0 {
+		return nil
+	}
+	if adding > limit {
+		return apperr.New(apperr.Invalid, "notification_limit",
+			"at most %d notifications an hour, and this request alone queues %d", limit, adding)
+	}
+	now := s.now()
+	n, oldest, err := s.store.RecentNotifications(ctx, owner.ID, now.Add(-time.Hour), limit)
+	if err != nil {
+		return err
+	}
+	if n+adding <= limit {
+		return nil
+	}
+	e := apperr.New(apperr.TooMany, "notification_limit",
+		"at most %d notifications an hour: %d queued in the last hour, and this request adds %d", limit, n, adding)
+	e.RetryAfter = oldest.Add(time.Hour).Sub(now) // when the oldest leaves the window
+	return e
 }
 
 // Notification returns one of the owner's notifications.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -40,6 +41,24 @@ func (s *Store) InsertNotifications(ctx context.Context, notes []link.Notificati
 		return fmt.Errorf("insert notifications: %w", err)
 	}
 	return nil
+}
+
+// RecentNotifications counts the owner's notifications created after
+// since, reading at most limit of them (a count past the limit is only
+// ever compared with it), and returns the oldest one's time.
+func (s *Store) RecentNotifications(ctx context.Context, ownerID string, since time.Time, limit int) (int, time.Time, error) {
+	var n int
+	var oldest *time.Time
+	err := s.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM (
+		SELECT created_at FROM notifications WHERE owner_id = $1 AND created_at > $2
+		ORDER BY created_at LIMIT $3) recent`, ownerID, since, limit).Scan(&n, &oldest)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("count recent notifications: %w", err)
+	}
+	if oldest == nil {
+		return n, time.Time{}, nil
+	}
+	return n, *oldest, nil
 }
 
 // GetNotification returns one of the owner's notifications.
