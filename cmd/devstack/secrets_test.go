@@ -24,25 +24,6 @@ import (
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
-// lockedBuffer collects the three binaries' output; their line writers
-// write from several goroutines.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 var sixDigits = regexp.MustCompile(`\b\d{6}\b`)
 
 // TestTheStackLogsAndExportsNoSecret runs the real api, notifier and reaper
@@ -105,7 +86,7 @@ func TestTheStackLogsAndExportsNoSecret(t *testing.T) {
 	tool("migrate")
 	key := lastLine(tool("keys", "create", "--owner", "acme"))
 
-	logs := &lockedBuffer{}
+	logs := &testkit.Buffer{} // the three binaries' output
 	out := &output{w: logs}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	var procs []*proc

@@ -314,14 +314,7 @@ func TestCombinedFaultsLoseNothing(t *testing.T) {
 	}
 
 	// The final drain: every acknowledged effect terminal, the outbox empty.
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := st.Pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	count := func(q string, args ...any) int { return st.Count(t, q, args...) }
 	drainStart := time.Now()
 	for {
 		if count(`SELECT count(*) FROM outbox`) == 0 &&

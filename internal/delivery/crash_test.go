@@ -55,11 +55,7 @@ func TestWorkerKilledMidBatchEveryNotificationSentOnce(t *testing.T) {
 	st := testkit.NewStack(t, "", "")
 	key := st.OwnerKey(t, "o")
 	srv := testkit.StartSMTP(t)
-	smtpClient, err := mail.NewSMTP(srv.URL(), "S <s@share.example.com>", mail.WithLogger(quiet))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = smtpClient.Close() })
+	smtpClient := smtpSender(t, srv)
 	hang := &hangingMailer{next: smtpClient, n: 5, release: make(chan struct{})}
 
 	var killA func()
@@ -152,14 +148,7 @@ func TestStreamLossEveryNotificationStillSentOnceAndAudited(t *testing.T) {
 	for i := range total {
 		ids[i] = createLink(t, st, key, emailOTP(fmt.Sprintf("r%02d@example.com", i)), true).ID
 	}
-	count := func(q string, args ...any) int {
-		t.Helper()
-		var n int
-		if err := st.Pool.QueryRow(ctx, q, args...).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	count := func(q string, args ...any) int { return st.Count(t, q, args...) }
 	testkit.Eventually(t, 10*time.Second, func() bool { return count(`SELECT count(*) FROM outbox`) == 0 }, "all published")
 	stream, err := st.JS.Stream(ctx, events.Stream)
 	if err != nil {
@@ -243,11 +232,7 @@ func TestDatabaseOutageAfterTheSendSendsNothingTwice(t *testing.T) {
 			st.Validate = false // the outage's 503s are checked elsewhere
 			key := st.OwnerKey(t, "o")
 			srv := testkit.StartSMTP(t)
-			smtpClient, err := mail.NewSMTP(srv.URL(), "S <s@share.example.com>", mail.WithLogger(quiet))
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = smtpClient.Close() })
+			smtpClient := smtpSender(t, srv)
 			out := &outageAfterSend{next: smtpClient, t: t, cfg: st.Pool.Config().ConnConfig, back: make(chan struct{})}
 			// A lease shorter than the outage: the old way, the re-run found
 			// its own claim, waited it out and sent again.
@@ -290,4 +275,16 @@ func TestDatabaseOutageAfterTheSendSendsNothingTwice(t *testing.T) {
 			}
 		})
 	}
+}
+
+// smtpSender is a go-mail client of srv, closed when the test ends, for
+// tests that wrap the mailer the notifier sends with.
+func smtpSender(t *testing.T, srv *testkit.SMTPServer) *mail.SMTP {
+	t.Helper()
+	c, err := mail.NewSMTP(srv.URL(), "S <s@share.example.com>", mail.WithLogger(quiet))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
 }

@@ -249,3 +249,14 @@ func (s *Stack) ValidateEvents(tb testing.TB) int {
 	}
 	return n
 }
+
+// Count runs a query that returns one number (a count(*)), failing the
+// test on error.
+func (s *Stack) Count(tb testing.TB, q string, args ...any) int {
+	tb.Helper()
+	var n int
+	if err := s.Pool.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		tb.Fatalf("%s: %v", q, err)
+	}
+	return n
+}

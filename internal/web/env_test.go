@@ -1,7 +1,6 @@
 package web_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -42,7 +41,7 @@ type env struct {
 	key     string // an owner's API key
 	storage *storage
 	smtp    *testkit.SMTPServer // set when the notifier runs (withMail)
-	logs    *syncBuffer         // everything the server logged
+	logs    *testkit.Buffer     // everything the server logged
 	obs     *countingObserver
 }
 
@@ -56,7 +55,7 @@ type envOpts struct {
 func newEnv(t *testing.T, o envOpts) *env {
 	t.Helper()
 	st := testkit.NewStack(t, "", "", o.stack...)
-	logs := &syncBuffer{}
+	logs := &testkit.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	srv := httptest.NewUnstartedServer(nil)
 	srv.Start()
@@ -358,24 +357,6 @@ func (c *client) follow(p page) page {
 		c.t.Fatalf("want a redirect, got %d\n%s", p.Status, p.Body)
 	}
 	return c.get(strings.TrimPrefix(p.Location, c.base))
-}
-
-// syncBuffer is a bytes.Buffer safe for the server's goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // countingObserver records what the pages report for the OTP metrics.
