@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -659,5 +660,75 @@ func TestAnOwnerQueuesAtMostNotifyPerHour(t *testing.T) {
 	many := []string{"h@example.com", "i@example.com", "j@example.com", "k@example.com"}
 	if r := st.Do(t, "POST", "/v1/links/send", other, map[string]any{"link_ids": []string{o.ID}, "recipients": many}); r.Status != 400 || r.ErrorCode() != "notification_limit" {
 		t.Fatalf("four at once: %d %s", r.Status, r.Body)
+	}
+}
+
+func TestRevokeEveryLinkOfATarget(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	other := st.OwnerKey(t, "other-"+t.Name())
+	to := func(target string) map[string]any {
+		return spec(func(s map[string]any) {
+			s["targets"] = []any{map[string]any{"id": target, "type": "file", "url": "https://storage.example.com/" + target}}
+		})
+	}
+	both := spec(func(s map[string]any) {
+		s["targets"] = []any{
+			map[string]any{"id": "a.pdf", "type": "file", "url": "https://storage.example.com/a.pdf"},
+			map[string]any{"id": "b.pdf", "type": "file", "url": "https://storage.example.com/b.pdf"},
+		}
+	})
+	ls := create(t, st, key, to("a.pdf"), to("a.pdf"), both, to("b.pdf"))
+	theirs := create(t, st, other, to("a.pdf"))[0]
+	// One of them has a recipient's session open: revoking ends it.
+	_, access := verify(t, st, ls[0], map[string]any{})
+	if access == "" {
+		t.Fatal("no access token")
+	}
+	r := st.Do(t, "POST", "/v1/links/revoke", key, map[string]any{"target_id": "a.pdf"})
+	var out struct{ Revoked, NotFound []string }
+	if r.Status != 200 {
+		t.Fatalf("revoke a.pdf: %d %s", r.Status, r.Body)
+	}
+	r.JSON(t, &out)
+	want := []string{ls[0].ID, ls[1].ID, ls[2].ID}
+	slices.Sort(want)
+	slices.Sort(out.Revoked)
+	if !slices.Equal(out.Revoked, want) || len(out.NotFound) != 0 {
+		t.Fatalf("revoked %v, want %v", out.Revoked, want)
+	}
+	status := func(key, id string) string {
+		var l linkResp
+		st.Do(t, "GET", "/v1/links/"+id, key, nil).JSON(t, &l)
+		return l.Status
+	}
+	if s := status(key, ls[3].ID); s != "active" {
+		t.Errorf("the b.pdf link is %s", s)
+	}
+	if s := status(other, theirs.ID); s != "active" {
+		t.Errorf("another owner's a.pdf link is %s", s)
+	}
+	if r := st.Do(t, "GET", ls[0].path()+"/open", access, nil); r.Status != 404 {
+		t.Errorf("open after the target was revoked: %d %s", r.Status, r.Body)
+	}
+	if n := st.Count(t, `SELECT count(*) FROM audit_events WHERE type = 'link.revoked'`); n != 3 {
+		t.Errorf("%d link.revoked events, want 3", n)
+	}
+	// Again: nothing left to revoke, and nothing written.
+	r = st.Do(t, "POST", "/v1/links/revoke", key, map[string]any{"target_id": "a.pdf"})
+	if r.Status != 200 || !strings.Contains(string(r.Body), `"revoked":[]`) {
+		t.Errorf("second revoke: %d %s", r.Status, r.Body)
+	}
+	for name, body := range map[string]any{
+		"both":          map[string]any{"ids": []string{ls[3].ID}, "target_id": "b.pdf"},
+		"empty target":  map[string]any{"target_id": ""},
+		"NUL in target": `{"target_id":"b\u0000"}`,
+	} {
+		if r := st.Do(t, "POST", "/v1/links/revoke", key, body); r.Status != 400 {
+			t.Errorf("%s: %d %s", name, r.Status, r.Body)
+		}
+	}
+	if s := status(key, ls[3].ID); s != "active" {
+		t.Errorf("the refused requests revoked the b.pdf link: %s", s)
 	}
 }

@@ -150,6 +150,7 @@ func FuzzAPI(f *testing.F) {
 		{2, 0, 0, "not-a-uuid", "", "", ""},
 		{4, 0, 0, "", "", "", `{"ids":["` + ft.ids[4] + `"]}`},
 		{4, 0, 0, "", "", "", `{"target_ids":["report.pdf"]}`},
+		{4, 0, 0, "", "", "", `{"target_id":"d"}`},
 		{3, 0, 4, "", "", "", ""},
 		{5, 0, 0, "", "", "", `{"link_ids":["` + ft.ids[2] + `"],"recipients":["bob@example.com"],"message":"again"}`},
 		{6, 0, 2, "", "", "", ""},

@@ -189,10 +189,22 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request, o link.Owner
 
 func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
 	var body struct {
-		IDs []string `json:"ids"`
+		IDs      []string `json:"ids"`
+		TargetID *string  `json:"target_id"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
+	}
+	if body.TargetID != nil {
+		if body.IDs != nil {
+			return apperr.Field("target_id", "invalid_revoke", "send ids or target_id, not both")
+		}
+		revoked, err := s.svc.RevokeTarget(r.Context(), o, *body.TargetID)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "not_found": []string{}})
+		return nil
 	}
 	// The answer lists each id back as revoked or not found: an id that
 	// is no link id at all is the caller's mistake, and said so.

@@ -25,6 +25,7 @@ type Store interface {
 	GetLink(ctx context.Context, ownerID, id string) (Link, error)
 	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
+	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
 	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event) error
 	RecentNotifications(ctx context.Context, ownerID string, since time.Time, limit int) (int, time.Time, error)
@@ -233,6 +234,22 @@ func (s *Service) List(ctx context.Context, owner Owner, q Query) ([]View, int, 
 		}
 	}
 	return views, count, next, nil
+}
+
+// RevokeTarget revokes every active link of the owner to targetID, for
+// when the file or folder itself goes away or must stop being shared.
+func (s *Service) RevokeTarget(ctx context.Context, owner Owner, targetID string) ([]string, error) {
+	if targetID == "" || len(targetID) > MaxTargetID || !IsText(targetID) {
+		return nil, apperr.Field("target_id", "invalid_target", "target_id is a target id: 1 to %d bytes of text", MaxTargetID)
+	}
+	revoked, err := s.store.RevokeTarget(ctx, owner, targetID, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
+	if err != nil {
+		return nil, err
+	}
+	if revoked == nil {
+		revoked = []string{}
+	}
+	return revoked, nil
 }
 
 // Revoke revokes up to MaxSpecs of the owner's links at once.

@@ -208,23 +208,53 @@ func (s *Store) RevokeLinks(ctx context.Context, owner link.Owner, ids []string,
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("lock links: %w", err)
 		}
-		if len(changed) == 0 {
-			return nil
-		}
-		if _, err := tx.Exec(ctx, `UPDATE links SET status = 'revoked', revoked_at = now(), updated_at = now(),
-			ended_at = coalesce(ended_at, now()) WHERE id = ANY($1::text[]::uuid[])`, changed); err != nil {
-			return fmt.Errorf("revoke links: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM access_sessions WHERE link_id = ANY($1::text[]::uuid[])`, changed); err != nil {
-			return fmt.Errorf("end sessions: %w", err)
-		}
-		evs := make([]events.Event, 0, len(changed))
-		for _, id := range changed {
-			evs = append(evs, events.Must(events.LinkRevoked, owner.ID, id, actor, nil))
-		}
-		return insertEvents(ctx, tx, evs...)
+		return revokeLocked(ctx, tx, owner, changed, actor)
 	})
 	return found, err
+}
+
+// RevokeTarget revokes every active link of the owner that shares
+// targetID (a file deleted or moved in the owner's storage) and returns
+// their ids.
+func (s *Store) RevokeTarget(ctx context.Context, owner link.Owner, targetID string, actor events.Actor) ([]string, error) {
+	t, err := json.Marshal([]map[string]string{{"id": targetID}})
+	if err != nil {
+		return nil, fmt.Errorf("encode target: %w", err)
+	}
+	var revoked []string
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id::text FROM links WHERE owner_id = $1 AND targets @> $2::jsonb AND status = 'active'
+			ORDER BY id FOR UPDATE`, owner.ID, string(t))
+		if err != nil {
+			return fmt.Errorf("lock links of target: %w", err)
+		}
+		revoked, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("lock links of target: %w", err)
+		}
+		return revokeLocked(ctx, tx, owner, revoked, actor)
+	})
+	return revoked, err
+}
+
+// revokeLocked revokes ids, links the transaction has locked: their
+// sessions end and each gets its link.revoked event.
+func revokeLocked(ctx context.Context, tx pgx.Tx, owner link.Owner, ids []string, actor events.Actor) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `UPDATE links SET status = 'revoked', revoked_at = now(), updated_at = now(),
+		ended_at = coalesce(ended_at, now()) WHERE id = ANY($1::text[]::uuid[])`, ids); err != nil {
+		return fmt.Errorf("revoke links: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM access_sessions WHERE link_id = ANY($1::text[]::uuid[])`, ids); err != nil {
+		return fmt.Errorf("end sessions: %w", err)
+	}
+	evs := make([]events.Event, 0, len(ids))
+	for _, id := range ids {
+		evs = append(evs, events.Must(events.LinkRevoked, owner.ID, id, actor, nil))
+	}
+	return insertEvents(ctx, tx, evs...)
 }
 
 // LinkByTokenHash finds a link by its token's lookup hash, whatever its status.
