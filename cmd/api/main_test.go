@@ -373,3 +373,78 @@ func TestAHungDatabaseIsA503AfterTheRequestTimeout(t *testing.T) {
 	}
 	testkit.Eventually(t, 10*time.Second, func() bool { r, _, _ := list(); return r.StatusCode == 200 }, "served again after the lock")
 }
+
+// Behind the operator's proxy, the audit trail names the recipient, not
+// the proxy; a client that is not the proxy cannot name itself.
+func TestTrustedProxiesNameTheRecipientInTheAuditTrail(t *testing.T) {
+	dbURL := testkit.Database(t)
+	natsURL, _ := testkit.NATS(t)
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--database-url", dbURL}, &out); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	key := lines[len(lines)-1]
+	do := func(base, method, path, auth, xff, body string) []byte {
+		t.Helper()
+		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", "Bearer "+auth)
+		}
+		if xff != "" {
+			req.Header.Set("X-Forwarded-For", xff)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Body.Close()
+		raw, _ := io.ReadAll(r.Body)
+		if r.StatusCode >= 300 {
+			t.Fatalf("%s %s: %d %s", method, path, r.StatusCode, raw)
+		}
+		return raw
+	}
+	verifiedFrom := func(flags ...string) string {
+		base, stop := startServe(t, dbURL, natsURL, flags...)
+		defer func() { _ = stop() }()
+		var created struct {
+			Links []struct{ ID, URL string }
+		}
+		raw := do(base, "POST", "/v1/links", key, "", `{"links":[{"targets":[{"id":"f","type":"file","url":"https://example.com/f"}],
+			"link_type":"view","expires_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`"}]}`)
+		if err := json.Unmarshal(raw, &created); err != nil || len(created.Links) != 1 {
+			t.Fatalf("create: %v %s", err, raw)
+		}
+		path := created.Links[0].URL[strings.Index(created.Links[0].URL, "/s/"):]
+		do(base, "POST", path+"/verify", "", "198.51.100.1, 203.0.113.7", `{}`)
+		var evs struct {
+			Events []struct {
+				Type  string
+				Actor struct{ IP string }
+			}
+		}
+		if err := json.Unmarshal(do(base, "GET", "/v1/links/"+created.Links[0].ID+"/events", key, "", ""), &evs); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs.Events {
+			if e.Type == "link.verified" {
+				return e.Actor.IP
+			}
+		}
+		t.Fatalf("no link.verified event in %+v", evs)
+		return ""
+	}
+	if ip := verifiedFrom("--trusted-proxies", "127.0.0.1/32"); ip != "203.0.113.7" {
+		t.Errorf("behind a trusted proxy the recipient is %q, want 203.0.113.7", ip)
+	}
+	if ip := verifiedFrom(); ip != "127.0.0.1" {
+		t.Errorf("with no trusted proxy the recipient is %q, want the peer 127.0.0.1 (X-Forwarded-For is anyone's)", ip)
+	}
+}

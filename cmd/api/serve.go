@@ -47,6 +47,7 @@ type serveConfig struct {
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
 	RequestTimeout      time.Duration
+	TrustedProxies      string
 	WebhookAllowPrivate bool
 	HashConcurrency     int
 	KeyCacheTTL         time.Duration
@@ -71,6 +72,7 @@ func serve(ctx context.Context, args []string) error {
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
 	set.Duration(&c.ShutdownTimeout, "SHUTDOWN_TIMEOUT", 15*time.Second, "how long in-flight requests get at shutdown")
 	set.Duration(&c.RequestTimeout, "REQUEST_TIMEOUT", 10*time.Second, "longest a request may work; past it the answer is 503 (0: no bound)")
+	set.String(&c.TrustedProxies, "TRUSTED_PROXIES", "", "addresses or CIDRs of proxies in front of the api whose X-Forwarded-For names the client")
 	set.Duration(&c.KeyCacheTTL, "API_KEY_CACHE_TTL", time.Minute,
 		"how long an API key lookup is remembered (0 disables; revocations are seen at once either way, via LISTEN)")
 	set.Int(&c.HashConcurrency, "PASSWORD_HASH_CONCURRENCY", max(1, runtime.NumCPU()/2),
@@ -85,6 +87,10 @@ func serve(ctx context.Context, args []string) error {
 	smsRegions, err := link.ParseRegions(c.SMSRegions)
 	if err != nil {
 		return fmt.Errorf("SMS_REGIONS: %w", err)
+	}
+	proxies, err := httpapi.ParseProxies(c.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("TRUSTED_PROXIES: %w", err)
 	}
 	log := obs.NewLogger(os.Stderr, c.LogFormat, c.LogLevel)
 	if os.Getenv("GOMEMLIMIT") == "" {
@@ -169,7 +175,7 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("BRAND_*: %w", err)
 	}
 	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL, Pages: web.New(svc, webCfg), Metrics: metrics,
-		RequestTimeout: c.RequestTimeout},
+		RequestTimeout: c.RequestTimeout, TrustedProxies: proxies},
 		svc, hooks, signer, reg, ready, log)
 	srv := &http.Server{
 		Handler:           handler,

@@ -3,6 +3,7 @@ package httpapi
 import (
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -26,6 +27,9 @@ type Config struct {
 	// RequestTimeout bounds each request's work (its context's deadline);
 	// a request past it answers 503. Zero: no bound.
 	RequestTimeout time.Duration
+	// TrustedProxies are the operator's proxies in front of the api,
+	// whose X-Forwarded-For names the client (see behindProxies).
+	TrustedProxies []netip.Prefix
 }
 
 // Pages is the recipient web experience (HTML, forms, assets), mounted
@@ -90,7 +94,11 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
 	})
-	return instrument(mux, s.metrics, log, cfg.RequestTimeout)
+	h := instrument(mux, s.metrics, log, cfg.RequestTimeout)
+	if len(cfg.TrustedProxies) > 0 {
+		h = behindProxies(h, cfg.TrustedProxies)
+	}
+	return h
 }
 
 type handlerFunc func(http.ResponseWriter, *http.Request) error
