@@ -158,19 +158,10 @@ func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
 // relay flushes after the last request, not at the signal). Password links
 // keep the requests in flight: their hashes run one at a time.
 func TestShutdownAnswersInFlightRequestsAndFlushesTheirEvents(t *testing.T) {
-	dbURL := testkit.Database(t)
+	dbURL := testkit.MigratedDB(t)
 	natsURL, _ := testkit.NATS(t)
+	key := newKey(t, dbURL)
 	ctx := context.Background()
-	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "--database-url", dbURL}, &out); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	out.Reset()
-	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	key := lines[len(lines)-1]
 
 	base, stop := startServe(t, dbURL, natsURL, "--password-hash-concurrency", "1")
 
@@ -325,13 +316,8 @@ func TestReadinessFollowsADatabaseOutage(t *testing.T) {
 func TestAHungDatabaseIsA503AfterTheRequestTimeout(t *testing.T) {
 	dbURL := testkit.MigratedDB(t)
 	natsURL, _ := testkit.NATS(t)
+	key := newKey(t, dbURL)
 	ctx := context.Background()
-	var out bytes.Buffer
-	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	key := lines[len(lines)-1]
 	base, _ := startServe(t, dbURL, natsURL, "--request-timeout", "1s")
 	list := func() (*http.Response, []byte, time.Duration) {
 		t.Helper()
@@ -377,19 +363,9 @@ func TestAHungDatabaseIsA503AfterTheRequestTimeout(t *testing.T) {
 // Behind the operator's proxy, the audit trail names the recipient, not
 // the proxy; a client that is not the proxy cannot name itself.
 func TestTrustedProxiesNameTheRecipientInTheAuditTrail(t *testing.T) {
-	dbURL := testkit.Database(t)
+	dbURL := testkit.MigratedDB(t)
 	natsURL, _ := testkit.NATS(t)
-	ctx := context.Background()
-	var out bytes.Buffer
-	if err := run(ctx, []string{"migrate", "--database-url", dbURL}, &out); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	out.Reset()
-	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
-		t.Fatal(err)
-	}
-	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
-	key := lines[len(lines)-1]
+	key := newKey(t, dbURL)
 	do := func(base, method, path, auth, xff, body string) []byte {
 		t.Helper()
 		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
@@ -447,4 +423,16 @@ func TestTrustedProxiesNameTheRecipientInTheAuditTrail(t *testing.T) {
 	if ip := verifiedFrom(); ip != "127.0.0.1" {
 		t.Errorf("with no trusted proxy the recipient is %q, want the peer 127.0.0.1 (X-Forwarded-For is anyone's)", ip)
 	}
+}
+
+// newKey creates an owner's API key with `api keys create` and returns it
+// (its last line of output).
+func newKey(t *testing.T, dbURL string) string {
+	t.Helper()
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	return lines[len(lines)-1]
 }

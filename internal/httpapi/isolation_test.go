@@ -90,7 +90,11 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 			seesNone("/v1/events", "events")(t)
 			seesNone("/v1/events?link_id="+l.ID, "events")(t)
 		},
-		"POST /v1/webhooks":                func(t *testing.T) {}, // creates bob's own; alice's are checked below
+		"POST /v1/webhooks": func(t *testing.T) { // creates bob's own: alice's list is checked below
+			if r := st.Do(t, "POST", "/v1/webhooks", bob, map[string]any{"url": "http://127.0.0.1:9/bob", "events": []string{"link.opened"}}); r.Status != http.StatusCreated {
+				t.Errorf("bob's own webhook: %d %s", r.Status, r.Body)
+			}
+		},
 		"GET /v1/webhooks":                 seesNone("/v1/webhooks", "webhooks"),
 		"DELETE /v1/webhooks/{id}":         notFound("DELETE", "/v1/webhooks/"+hook.ID, nil),
 		"GET /v1/webhooks/{id}/deliveries": notFound("GET", "/v1/webhooks/"+hook.ID+"/deliveries", nil),
