@@ -14,16 +14,17 @@ type Code string
 
 // The codes the service uses. Each maps to one HTTP status at the edge.
 const (
-	Invalid      Code = "invalid"      // 400/422: the caller sent something wrong
-	Unauthorized Code = "unauthorized" // 401: missing or bad credentials
-	NotFound     Code = "not_found"    // 404: absent, or not yours
-	Conflict     Code = "conflict"     // 409: wrong state for this operation
-	TooLarge     Code = "too_large"    // 413
-	Unsupported  Code = "unsupported"  // 415
-	TooMany      Code = "too_many"     // 429 (RetryAfter set)
-	Upstream     Code = "upstream"     // 502: a provider failed (e.g. OTP send)
-	Unavailable  Code = "unavailable"  // 503: the database cannot take the work now; retry (RetryAfter set)
-	Internal     Code = "internal"     // 500: never the caller's fault
+	Invalid       Code = "invalid"       // 400: the caller sent something wrong
+	Unauthorized  Code = "unauthorized"  // 401: missing or bad credentials
+	NotFound      Code = "not_found"     // 404: absent, or not yours
+	Conflict      Code = "conflict"      // 409: wrong state for this operation
+	Unprocessable Code = "unprocessable" // 422: well-formed, but contradicts an earlier request (a reused Idempotency-Key)
+	TooLarge      Code = "too_large"     // 413
+	Unsupported   Code = "unsupported"   // 415
+	TooMany       Code = "too_many"      // 429 (RetryAfter set)
+	Upstream      Code = "upstream"      // 502: a provider failed (e.g. OTP send)
+	Unavailable   Code = "unavailable"   // 503: the database cannot take the work now; retry (RetryAfter set)
+	Internal      Code = "internal"      // 500: never the caller's fault
 )
 
 // Error is an application error: a code for the status table, a stable

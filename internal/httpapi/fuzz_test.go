@@ -132,6 +132,11 @@ func FuzzAPI(f *testing.F) {
 		{0, 0, 0, "", "", "", `{"links":[{"targets":[{"id":"d","type":"folder","url":"https://x.example/d/"}],"link_type":"upload","expires_at":"` +
 			future(time.Hour) + `","authenticators":[{"auth_type":"sms_otp","auth_context":"+44 20 7946 0958"}]}]}`},
 		{0, 2, 0, "", "", "", `{"links":[{"title":"x"}]}`},
+		{0, 0, 0, "", "retry-1", "", string(link())},
+		{0, 0, 0, "", "retry-1", "", string(link(withPassword("correct horse battery")))},
+		{0, 2, 0, "", "retry-1", "", string(link())},
+		{0, 0, 0, "", "naïve key", "", string(link())},
+		{5, 0, 0, "", "retry-1", "", `{"link_ids":["` + ft.ids[2] + `"],"recipients":["bob@example.com"]}`},
 		{0, 0, 0, "", "", "", `{"links":[{"title":"a\u0000b","message":"c\u0000","link_type":"view","targets":[{"id":"x\u0000","name":"n\u0000","type":"file","url":"https://x.example/f"}],"expires_at":"` +
 			future(time.Hour) + `"}]}`},
 		{1, 0, 0, "", "target_id", "a\x00\xfb", ""},
@@ -206,6 +211,14 @@ func (ft *fuzzTarget) check(t *testing.T, route, auth, pick uint8, id, param, va
 	path = strings.Replace(path, "{hook}", fill(ft.hooks), 1)
 	path = strings.Replace(path, "{token}", fill(ft.tokens), 1)
 	q := url.Values{}
+	// On the routes that take an Idempotency-Key (and no query), the
+	// parameter name is the key, so retries, reuses and odd keys all meet
+	// the same checks as any other request.
+	idemKey := ""
+	if len(rt.params) == 0 && (rt.path == "/v1/links" || rt.path == "/v1/links/send") && param != "" &&
+		utf8.ValidString(param) && !strings.ContainsFunc(param, unicode.IsControl) {
+		idemKey = param
+	}
 	if len(rt.params) > 0 && (param != "" || value != "") {
 		// An input without a name sets one of the handler's parameters.
 		name := param
@@ -235,6 +248,9 @@ func (ft *fuzzTarget) check(t *testing.T, route, auth, pick uint8, id, param, va
 		req.Header.Set("Accept", "application/json")
 	default:
 		req.Header.Set("Accept", "application/json")
+	}
+	if idemKey != "" {
+		req.Header.Set("Idempotency-Key", idemKey)
 	}
 	switch auth % 4 {
 	case 0: // the owner

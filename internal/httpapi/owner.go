@@ -61,12 +61,25 @@ func (s *Server) createLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	views, err := s.svc.Create(r.Context(), o, body.Links)
+	views, replayed, err := s.svc.Create(r.Context(), o, body.Links, r.Header.Get(idempotencyKeyHeader))
 	if err != nil {
 		return err
 	}
+	markReplayed(w, replayed)
 	writeJSON(w, http.StatusCreated, map[string]any{"links": toLinksJSON(views)})
 	return nil
+}
+
+// idempotencyKeyHeader names a create or send so that its retries make
+// nothing twice (draft-ietf-httpapi-idempotency-key-header).
+const idempotencyKeyHeader = "Idempotency-Key"
+
+// markReplayed tells the client that the answer is an earlier request's
+// result, not a new one, as the payment APIs that popularised the header do.
+func markReplayed(w http.ResponseWriter, replayed bool) {
+	if replayed {
+		w.Header().Set("Idempotent-Replayed", "true")
+	}
 }
 
 func (s *Server) getLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
@@ -259,10 +272,11 @@ func (s *Server) sendLinks(w http.ResponseWriter, r *http.Request, o link.Owner)
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	notes, err := s.svc.Send(r.Context(), o, body.LinkIDs, body.Recipients, body.Message)
+	notes, replayed, err := s.svc.Send(r.Context(), o, body.LinkIDs, body.Recipients, body.Message, r.Header.Get(idempotencyKeyHeader))
 	if err != nil {
 		return err
 	}
+	markReplayed(w, replayed)
 	type queued struct {
 		ID        string `json:"id"`
 		LinkID    string `json:"link_id"`

@@ -21,13 +21,15 @@ type Store interface {
 	OwnerByKeyHash(ctx context.Context, hash []byte) (Owner, error)
 	OpenWithSession(ctx context.Context, tokenHash, sessionHash []byte, targetID, grantID string, actor events.Actor) (Link, error)
 	AccessOpen(ctx context.Context, tokenHash []byte, sess *Session, actor events.Actor) (Link, error)
-	InsertLinks(ctx context.Context, links []Link, notes []Notification, evs []events.Event) error
+	InsertLinks(ctx context.Context, links []Link, notes []Notification, evs []events.Event, idem *Idempotency) error
+	IdempotentResult(ctx context.Context, ownerID, key string, notBefore time.Time) (Idempotency, bool, error)
 	GetLink(ctx context.Context, ownerID, id string) (Link, error)
 	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
-	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event) error
+	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event, idem *Idempotency) error
+	OwnedNotifications(ctx context.Context, ownerID string, ids []string) ([]Notification, error)
 	RecentNotifications(ctx context.Context, ownerID string, since time.Time, limit int) (int, time.Time, error)
 	GetNotification(ctx context.Context, ownerID, id string) (Notification, error)
 	LinkNotifications(ctx context.Context, ownerID, linkID string) ([]Notification, error)
@@ -120,8 +122,23 @@ func (s *Service) view(l Link) (View, error) {
 }
 
 // Create validates every spec first, then writes all links, notifications
-// and events in one transaction.
-func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec) ([]View, error) {
+// and events in one transaction. With an Idempotency-Key (idemKey, or ""),
+// a retry of a request already made is answered with what it made, as it
+// is now (replayed true), and nothing is made twice: not when the first
+// answer was lost, and not when the two race. The first request's checks
+// are not run again on a replay: its expiry may since have passed the
+// window a new request must fit.
+func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec, idemKey string) (views []View, replayed bool, err error) {
+	idem, err := s.idempotency(owner, idemKey, OpCreateLinks, specs)
+	if err != nil {
+		return nil, false, err
+	}
+	return idempotent(ctx, s, idem,
+		func() ([]View, error) { return s.create(ctx, owner, specs, idem) },
+		func(ids []string) ([]View, error) { return s.replayLinks(ctx, owner, ids) })
+}
+
+func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *Idempotency) ([]View, error) {
 	if len(specs) == 0 || len(specs) > MaxSpecs {
 		return nil, apperr.Field("links", "invalid_links", "send 1 to %d link specs", MaxSpecs)
 	}
@@ -171,7 +188,12 @@ func (s *Service) Create(ctx context.Context, owner Owner, specs []Spec) ([]View
 	if err := s.notifyQuota(ctx, owner, len(notes)); err != nil {
 		return nil, err
 	}
-	if err := s.store.InsertLinks(ctx, links, notes, evs); err != nil {
+	if idem != nil {
+		for _, l := range links {
+			idem.ResultIDs = append(idem.ResultIDs, l.ID)
+		}
+	}
+	if err := s.store.InsertLinks(ctx, links, notes, evs, idem); err != nil {
 		return nil, err
 	}
 	views := make([]View, len(links))
@@ -278,8 +300,25 @@ func (s *Service) Revoke(ctx context.Context, owner Owner, ids []string) (revoke
 }
 
 // Send queues a notification about each link to each recipient (email
-// address or E.164 phone number).
-func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []string, message string) ([]Notification, error) {
+// address or E.164 phone number). An Idempotency-Key (idemKey, or "")
+// makes a retry answer with the notifications the first request queued,
+// as they are now (replayed true), and queue none.
+func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []string, message, idemKey string) (notes []Notification, replayed bool, err error) {
+	request := struct {
+		LinkIDs    []string `json:"link_ids"`
+		Recipients []string `json:"recipients"`
+		Message    string   `json:"message"`
+	}{linkIDs, recipients, message}
+	idem, err := s.idempotency(owner, idemKey, OpSendLinks, request)
+	if err != nil {
+		return nil, false, err
+	}
+	return idempotent(ctx, s, idem,
+		func() ([]Notification, error) { return s.send(ctx, owner, linkIDs, recipients, message, idem) },
+		func(ids []string) ([]Notification, error) { return s.replayNotifications(ctx, owner, ids) })
+}
+
+func (s *Service) send(ctx context.Context, owner Owner, linkIDs, recipients []string, message string, idem *Idempotency) ([]Notification, error) {
 	if len(linkIDs) == 0 || len(linkIDs) > MaxSpecs {
 		return nil, apperr.Field("link_ids", "invalid_link_ids", "send 1 to %d link ids", MaxSpecs)
 	}
@@ -343,7 +382,12 @@ func (s *Service) Send(ctx context.Context, owner Owner, linkIDs, recipients []s
 	if err := s.notifyQuota(ctx, owner, len(notes)); err != nil {
 		return nil, err
 	}
-	if err := s.store.InsertNotifications(ctx, notes, evs); err != nil {
+	if idem != nil {
+		for _, n := range notes {
+			idem.ResultIDs = append(idem.ResultIDs, n.ID)
+		}
+	}
+	if err := s.store.InsertNotifications(ctx, notes, evs, idem); err != nil {
 		return nil, err
 	}
 	return notes, nil

@@ -78,10 +78,13 @@ func (r *linkRow) link() (*link.Link, error) {
 	return &r.l, nil
 }
 
-// InsertLinks writes links, their notifications and all events in one
-// transaction: either everything exists afterwards or nothing does.
-func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link.Notification, evs []events.Event) error {
+// InsertLinks writes links, their notifications, all events and, for an
+// idempotent request, its record (idem, or nil) in one transaction: either
+// everything exists afterwards or nothing does. A taken key is
+// link.ErrKeyTaken.
+func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link.Notification, evs []events.Event, idem *link.Idempotency) error {
 	b := &pgx.Batch{}
+	queueIdempotency(b, idem)
 	for _, l := range links {
 		targets, err := json.Marshal(l.Targets)
 		if err != nil {
@@ -97,9 +100,9 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 	if err := queueEvents(b, evs); err != nil {
 		return err
 	}
-	err := s.group.run(ctx, nil, func(round *pgx.Batch) { requeue(round, b) })
+	err := s.group.run(ctx, idempotencyLockKey(idem), func(round *pgx.Batch) { requeue(round, b) })
 	if err != nil {
-		return fmt.Errorf("insert links: %w", err)
+		return fmt.Errorf("insert links: %w", keyTaken(err))
 	}
 	return nil
 }

@@ -30,15 +30,18 @@ func queueNotifications(b *pgx.Batch, notes []link.Notification) {
 	}
 }
 
-// InsertNotifications queues notifications and their events in one transaction.
-func (s *Store) InsertNotifications(ctx context.Context, notes []link.Notification, evs []events.Event) error {
+// InsertNotifications queues notifications, their events and, for an
+// idempotent request, its record (idem, or nil) in one transaction. A
+// taken key is link.ErrKeyTaken.
+func (s *Store) InsertNotifications(ctx context.Context, notes []link.Notification, evs []events.Event, idem *link.Idempotency) error {
 	b := &pgx.Batch{}
+	queueIdempotency(b, idem)
 	queueNotifications(b, notes)
 	if err := queueEvents(b, evs); err != nil {
 		return err
 	}
 	if err := s.sendBatch(ctx, b); err != nil {
-		return fmt.Errorf("insert notifications: %w", err)
+		return fmt.Errorf("insert notifications: %w", keyTaken(err))
 	}
 	return nil
 }

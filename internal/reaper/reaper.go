@@ -1,5 +1,5 @@
-// Package reaper runs the time-driven sweeps: expiry of links, codes and
-// sessions, purge after retention, and the repairs that make Postgres the
+// Package reaper runs the time-driven sweeps: expiry of links, codes,
+// sessions and idempotency keys, purge after retention, and the repairs that make Postgres the
 // source of truth (re-publishing stuck outbox rows, re-emitting
 // notifications whose event was lost). Any number of reapers may run: every
 // sweep claims its rows with FOR UPDATE SKIP LOCKED.
@@ -22,6 +22,7 @@ type Store interface {
 	ExpireChallenges(ctx context.Context, batch int) (int, error)
 	DeleteOldChallenges(ctx context.Context, batch int) (int, error)
 	DeleteExpiredSessions(ctx context.Context, batch int) (int, error)
+	DeleteOldIdempotencyKeys(ctx context.Context, batch int) (int, error)
 	PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error)
 	StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error)
@@ -178,6 +179,7 @@ func (r *Reaper) RunOnce(ctx context.Context) {
 	r.sweep(ctx, "expire_codes", func(ctx context.Context) (int, error) { return r.store.ExpireChallenges(ctx, b) })
 	r.sweep(ctx, "delete_codes", func(ctx context.Context) (int, error) { return r.store.DeleteOldChallenges(ctx, b) })
 	r.sweep(ctx, "expire_sessions", func(ctx context.Context) (int, error) { return r.store.DeleteExpiredSessions(ctx, b) })
+	r.sweep(ctx, "expire_idempotency_keys", func(ctx context.Context) (int, error) { return r.store.DeleteOldIdempotencyKeys(ctx, b) })
 	if r.cfg.Retention > 0 {
 		r.sweep(ctx, "purge", func(ctx context.Context) (int, error) { return r.store.PurgeEnded(ctx, r.cfg.Retention, b) })
 	}

@@ -13,6 +13,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strings"
@@ -25,6 +26,7 @@ const MinBytes = 32
 type Keys struct {
 	lookup    []byte // HMAC key for link-token and access-token lookup hashes
 	otp       []byte // HMAC key (pepper) for OTP code hashes
+	request   []byte // HMAC key for idempotent requests' fingerprints
 	aead      cipher.AEAD
 	grantSeed []byte // Ed25519 seed for grant signing
 }
@@ -63,6 +65,9 @@ func derive(master []byte) (*Keys, error) {
 	}
 	if k.otp, err = key("otp"); err != nil {
 		return nil, fmt.Errorf("derive otp key: %w", err)
+	}
+	if k.request, err = key("request-fingerprint"); err != nil {
+		return nil, fmt.Errorf("derive request key: %w", err)
 	}
 	if k.grantSeed, err = key("grant-ed25519"); err != nil {
 		return nil, fmt.Errorf("derive grant key: %w", err)
@@ -116,6 +121,21 @@ func (k *Keys) CodeHash(tokenHash []byte, code string) []byte {
 	m.Write(tokenHash)
 	m.Write([]byte{0})
 	m.Write([]byte(code))
+	return m.Sum(nil)
+}
+
+// Fingerprint is the keyed hash of a request that an Idempotency-Key
+// names: retries compare it, and a database dump cannot test guesses at
+// what it covered (a create can carry a password). Each part is length-
+// prefixed, so no two different lists of parts hash alike.
+func (k *Keys) Fingerprint(parts ...[]byte) []byte {
+	m := hmac.New(sha256.New, k.request)
+	var n [8]byte
+	for _, p := range parts {
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		m.Write(n[:])
+		m.Write(p)
+	}
 	return m.Sum(nil)
 }
 
