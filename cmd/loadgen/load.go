@@ -213,7 +213,7 @@ func (e *statusError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.statu
 // decoded JSON body. bearer overrides the API key (recipient access tokens).
 // Redirects are not followed: /open answers 302 to the target with the
 // grant, and that is the result.
-func (c *httpClient) do(ctx context.Context, method, path string, body []byte, bearer string, want int, out any) error {
+func (c *httpClient) do(ctx context.Context, method, path string, body []byte, bearer string, want int, out any, headers ...string) error {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
@@ -228,6 +228,9 @@ func (c *httpClient) do(ctx context.Context, method, path string, body []byte, b
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	case c.key != "" && strings.HasPrefix(path, "/v1/"):
 		req.Header.Set("Authorization", "Bearer "+c.key)
+	}
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
 	}
 	deadline, ok := ctx.Deadline()
 	if !ok || time.Until(deadline) > 60*time.Second {

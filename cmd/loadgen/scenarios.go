@@ -134,6 +134,9 @@ func (b *bench) create(ctx context.Context) error {
 			latRow(&p, pipe)
 			b.rep.add(p)
 		}
+		if conc == 16 {
+			b.createIdempotent(ctx, openBody, svc)
+		}
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
@@ -149,6 +152,43 @@ func (b *bench) create(ctx context.Context) error {
 		b.rep.add(r)
 	}
 	return ctx.Err()
+}
+
+// createIdempotent measures what an Idempotency-Key costs a create (a
+// new key each: the lookup and the key's row in the create's transaction)
+// and how fast a retry is answered (one key, sent again and again: a
+// lookup and a read of the links), beside the same creates without one.
+func (b *bench) createIdempotent(ctx context.Context, body []byte, plain result) {
+	var n atomic.Int64
+	run := b.sz.createDur
+	fresh, freshCost := b.costed(ctx, func() result {
+		return runClosed(ctx, 16, run, func(ctx context.Context, _ int) error {
+			key := fmt.Sprintf("bench-%d-%d", time.Now().UnixNano(), n.Add(1))
+			return b.http.do(ctx, http.MethodPost, "/v1/links", body, "", 201, nil, "Idempotency-Key", key)
+		})
+	})
+	rs, _ := ratio(fresh.rate(), plain.rate())
+	r := row{Scenario: "1 create", What: "POST /v1/links, open link, with a new Idempotency-Key each, c=16",
+		Rate: perSec(fresh.rate(), "links/s"), Ceiling: "without a key " + perSec(plain.rate(), "links/s"), Ratio: rs,
+		Note: joinNotes(errNote(fresh), freshCost)}
+	latRow(&r, fresh)
+	b.rep.add(r)
+	key := fmt.Sprintf("bench-replay-%d", time.Now().UnixNano())
+	if err := b.http.do(ctx, http.MethodPost, "/v1/links", body, "", 201, nil, "Idempotency-Key", key); err != nil {
+		b.rep.add(row{Scenario: "1 create", What: "retry replays", Note: "first request failed: " + err.Error()})
+		return
+	}
+	replay, replayCost := b.costed(ctx, func() result {
+		return runClosed(ctx, 16, run, func(ctx context.Context, _ int) error {
+			return b.http.do(ctx, http.MethodPost, "/v1/links", body, "", 201, nil, "Idempotency-Key", key)
+		})
+	})
+	rs, _ = ratio(replay.rate(), plain.rate())
+	r = row{Scenario: "1 create", What: "the same request again with its Idempotency-Key (a replay: nothing made), c=16",
+		Rate: perSec(replay.rate(), "replies/s"), Ceiling: "creates without a key " + perSec(plain.rate(), "links/s"), Ratio: rs,
+		Note: joinNotes(errNote(replay), replayCost)}
+	latRow(&r, replay)
+	b.rep.add(r)
 }
 
 type accessResp struct {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -200,5 +201,14 @@ func TestConcurrentRequestsWithOneKeyMakeOneResult(t *testing.T) {
 	}
 	if n := st.Count(t, `SELECT count(*) FROM audit_events WHERE type = 'notification.requested' AND data->>'notification_id' = $1`, notes[0]); n != 1 {
 		t.Fatalf("%d notification.requested events for it, want 1", n)
+	}
+	text := testkit.Metrics(t, st.URL)
+	for _, want := range []string{
+		`sharelinks_idempotent_replays_total{operation="create_links"} ` + strconv.Itoa(3*(clients-1)),
+		`sharelinks_idempotent_replays_total{operation="send_links"} ` + strconv.Itoa(clients-1),
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 }

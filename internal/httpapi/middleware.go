@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/link"
 )
 
 // Metrics are the HTTP edge's metrics.
@@ -21,6 +22,10 @@ type Metrics struct {
 	Duration         *prometheus.HistogramVec
 	OTPRequests      *prometheus.CounterVec
 	OTPVerifications *prometheus.CounterVec
+	// Replays counts answers given from an earlier request's result
+	// (Idempotency-Key), by operation: clients retrying in a storm show
+	// here before anywhere else.
+	Replays *prometheus.CounterVec
 
 	seen sync.Map // route and method pairs whose server-error series exist
 }
@@ -66,7 +71,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, r := range []string{"ok", "bad_code", "locked", "expired"} {
 		m.OTPVerifications.WithLabelValues(r)
 	}
-	reg.MustRegister(m.Requests, m.Duration, m.OTPRequests, m.OTPVerifications)
+	m.Replays = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sharelinks_idempotent_replays_total",
+		Help: "Requests answered with an earlier request's result (same Idempotency-Key), by operation.",
+	}, []string{"operation"})
+	for _, op := range []string{link.OpCreateLinks, link.OpSendLinks} {
+		m.Replays.WithLabelValues(op)
+	}
+	reg.MustRegister(m.Requests, m.Duration, m.OTPRequests, m.OTPVerifications, m.Replays)
 	return m
 }
 

@@ -65,7 +65,7 @@ func (s *Server) createLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 	if err != nil {
 		return err
 	}
-	markReplayed(w, replayed)
+	s.markReplayed(w, link.OpCreateLinks, replayed)
 	writeJSON(w, http.StatusCreated, map[string]any{"links": toLinksJSON(views)})
 	return nil
 }
@@ -75,10 +75,12 @@ func (s *Server) createLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 const idempotencyKeyHeader = "Idempotency-Key"
 
 // markReplayed tells the client that the answer is an earlier request's
-// result, not a new one, as the payment APIs that popularised the header do.
-func markReplayed(w http.ResponseWriter, replayed bool) {
+// result, not a new one, as the payment APIs that popularised the header
+// do, and counts it.
+func (s *Server) markReplayed(w http.ResponseWriter, op string, replayed bool) {
 	if replayed {
 		w.Header().Set("Idempotent-Replayed", "true")
+		s.metrics.Replays.WithLabelValues(op).Inc()
 	}
 }
 
@@ -276,7 +278,7 @@ func (s *Server) sendLinks(w http.ResponseWriter, r *http.Request, o link.Owner)
 	if err != nil {
 		return err
 	}
-	markReplayed(w, replayed)
+	s.markReplayed(w, link.OpSendLinks, replayed)
 	type queued struct {
 		ID        string `json:"id"`
 		LinkID    string `json:"link_id"`
