@@ -51,20 +51,26 @@ func keyTaken(err error) error {
 
 // IdempotentResult returns the owner's record of key if it was made at or
 // after notBefore. An older record is deleted on the way, so the key can
-// be used again whether or not the reaper has swept it yet.
+// be used again whether or not the reaper has swept it yet; the usual
+// answer (no record, or a live one) is one read-only statement.
 func (s *Store) IdempotentResult(ctx context.Context, ownerID, key string, notBefore time.Time) (link.Idempotency, bool, error) {
 	rec := link.Idempotency{OwnerID: ownerID, Key: key}
-	err := s.pool.QueryRow(ctx, `WITH gone AS (
-			DELETE FROM idempotency_keys WHERE owner_id = $1 AND key = $2 AND created_at < $3
-		)
-		SELECT operation, fingerprint, result_ids::text[] FROM idempotency_keys
-		WHERE owner_id = $1 AND key = $2 AND created_at >= $3`, ownerID, key, notBefore).
-		Scan(&rec.Operation, &rec.Fingerprint, &rec.ResultIDs)
+	var live bool
+	err := s.pool.QueryRow(ctx, `SELECT operation, fingerprint, result_ids::text[], created_at >= $3
+		FROM idempotency_keys WHERE owner_id = $1 AND key = $2`, ownerID, key, notBefore).
+		Scan(&rec.Operation, &rec.Fingerprint, &rec.ResultIDs, &live)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return link.Idempotency{}, false, nil
 	}
 	if err != nil {
 		return link.Idempotency{}, false, fmt.Errorf("look up idempotency key: %w", err)
+	}
+	if !live {
+		if _, err := s.pool.Exec(ctx, `DELETE FROM idempotency_keys WHERE owner_id = $1 AND key = $2 AND created_at < $3`,
+			ownerID, key, notBefore); err != nil {
+			return link.Idempotency{}, false, fmt.Errorf("forget expired idempotency key: %w", err)
+		}
+		return link.Idempotency{}, false, nil
 	}
 	return rec, true, nil
 }
