@@ -42,6 +42,7 @@ type serveConfig struct {
 	PhoneRegion         string
 	SMSRegions          string
 	NotifyPerHour       int
+	RemindBefore        time.Duration
 	GrantTTL            time.Duration
 	SessionTTL          time.Duration
 	DBMaxConns          int
@@ -67,6 +68,8 @@ func serve(ctx context.Context, args []string) error {
 	set.String(&c.PhoneRegion, "DEFAULT_PHONE_REGION", "", "region for phone numbers given without +, e.g. US (empty: E.164 required)")
 	set.String(&c.SMSRegions, "SMS_REGIONS", "", "regions whose numbers may be texted, e.g. US,CA,GB (empty: any)")
 	set.Int(&c.NotifyPerHour, "NOTIFY_PER_HOUR", 10_000, "notifications one owner may queue per hour (0: no limit)")
+	set.Duration(&c.RemindBefore, "REMIND_BEFORE", 24*time.Hour,
+		"remind a recipient sent a link this long before it expires if it is still unopened (0: never)")
 	set.Duration(&c.GrantTTL, "GRANT_TTL", 60*time.Second, "lifetime of a signed grant")
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
@@ -157,7 +160,7 @@ func serve(ctx context.Context, args []string) error {
 		PublicBaseURL: c.PublicBaseURL,
 		Policy: link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion,
 			SMSRegions: smsRegions},
-		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour,
+		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore,
 	})
 	ready := obs.NewReadiness()
 	ready.Add("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })

@@ -101,6 +101,9 @@ type NotificationData struct {
 	AuthType string
 	// Brand is the look of the email.
 	Brand Brand
+	// Reminder marks the second message to a recipient who has not opened
+	// the link yet, sent shortly before it expires.
+	Reminder bool
 }
 
 // OTPData is what a one-time-code email says.
@@ -128,6 +131,7 @@ type notificationView struct {
 	Expiry       string
 	Need         string
 	Brand        Brand
+	Reminder     bool
 }
 
 // otpView is the data the OTP templates see.
@@ -171,6 +175,11 @@ func Notification(d NotificationData) (subject, text, html string, err error) {
 	}
 	v.Subject = v.Heading
 	v.Preheader = v.Sender + " shared a link with you"
+	if d.Reminder {
+		v.Reminder = true
+		v.Subject = "Reminder: " + v.Heading
+		v.Preheader = "You have not opened the link " + v.Sender + " shared with you yet"
+	}
 	if v.Expiry != "" {
 		v.Preheader += "; it " + v.Expiry
 	}
@@ -233,6 +242,9 @@ func NotificationSMS(d NotificationData) string {
 		sender = singleLine(brand.Name)
 	}
 	var b strings.Builder
+	if d.Reminder {
+		b.WriteString("Reminder: ")
+	}
 	if title := truncate(singleLine(d.Title), 60); title != "" {
 		fmt.Fprintf(&b, "%s shared \"%s\" with you: %s", sender, title, d.URL)
 	} else {

@@ -262,3 +262,32 @@ func TestOTPSMSLastLine(t *testing.T) {
 		t.Errorf("no host: %q", got)
 	}
 }
+
+func TestReminderSaysItIsOne(t *testing.T) {
+	t.Parallel()
+	d := baseData()
+	d.ExpiresAt = testNow.Add(23 * time.Hour)
+	d.Reminder = true
+	subject, text, html, err := Notification(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if subject != "Reminder: Q3 contracts" {
+		t.Errorf("subject = %q", subject)
+	}
+	want := "A reminder: you have not opened this yet, and it expires in 23 hours"
+	for name, body := range map[string]string{"text": text, "html": html} {
+		if !strings.Contains(body, want) {
+			t.Errorf("%s lacks %q:\n%s", name, want, body)
+		}
+	}
+	if sms := NotificationSMS(d); !strings.HasPrefix(sms, "Reminder: Acme Legal shared \"Q3 contracts\"") {
+		t.Errorf("sms = %q", sms)
+	}
+	// The first message says nothing of the kind.
+	d.Reminder = false
+	subject, text, _, _ = Notification(d)
+	if strings.HasPrefix(subject, "Reminder") || strings.Contains(text, "A reminder") {
+		t.Errorf("first message reads as a reminder: %q\n%s", subject, text)
+	}
+}

@@ -48,6 +48,9 @@ const htmlLayout = `{{define "layout"}}<!DOCTYPE html>
 
 const notificationContent = `{{define "content" -}}
 <h1 style="margin:0 0 16px 0;font-size:22px;line-height:1.3;font-weight:700;color:#18181b;">{{.Heading}}</h1>
+{{- if .Reminder}}
+<p style="margin:0 0 16px 0;font-weight:700;">A reminder: you have not opened this yet, and it {{if .Expiry}}{{.Expiry}}{{else}}will expire soon{{end}}.</p>
+{{- end}}
 {{- if .Title}}
 <p style="margin:0 0 16px 0;">{{.Sender}} shared this with you.</p>
 {{- end}}
@@ -82,7 +85,9 @@ const otpContent = `{{define "content" -}}
 {{- end}}`
 
 const notificationTextTmpl = `{{.Heading}}
-{{if .Title}}
+{{if .Reminder}}
+A reminder: you have not opened this yet, and it {{if .Expiry}}{{.Expiry}}{{else}}will expire soon{{end}}.
+{{end}}{{if .Title}}
 {{.Sender}} shared this with you.
 {{end}}{{if .MessageLines}}
 Message from {{.Sender}}:

@@ -217,6 +217,10 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 	if st := link.EffectiveStatus(l.Status, l.ExpiresAt, time.Now()); st != link.StatusActive {
 		return w.failNotification(ctx, n, "link is "+st+": not sent")
 	}
+	reminder := n.Kind == link.KindReminder
+	if reminder && l.AccessCount > 0 {
+		return w.failNotification(ctx, n, "link was opened since the reminder was queued: not sent")
+	}
 	tok, err := w.keys.Open(l.TokenSealed, []byte(l.ID))
 	if err != nil {
 		return events.Permanent(fmt.Errorf("unseal link token (was SHARELINKS_SECRET changed?): %w", err))
@@ -224,6 +228,7 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 	data := compose.NotificationData{
 		SenderName: job.OwnerName, Title: l.Title, Message: l.Message,
 		URL: w.cfg.PublicBaseURL + "/s/" + string(tok), ExpiresAt: l.ExpiresAt, AuthType: l.AuthType, Brand: w.cfg.Brand,
+		Reminder: reminder,
 	}
 	if n.Message != "" {
 		data.Message = n.Message

@@ -242,6 +242,8 @@ type notificationJSON struct {
 	Channel    string     `json:"channel"`
 	Recipient  string     `json:"recipient"`
 	Status     string     `json:"status"`
+	Kind       string     `json:"kind"`
+	RemindAt   *time.Time `json:"remind_at"`
 	Attempts   int        `json:"attempts"`
 	LastError  *string    `json:"last_error"`
 	ProviderID *string    `json:"provider_id"`
@@ -260,7 +262,7 @@ func maskAddress(channel, recipient string) string {
 func toNotificationJSON(n link.Notification) notificationJSON {
 	return notificationJSON{
 		ID: n.ID, LinkID: n.LinkID, Channel: n.Channel, Recipient: maskAddress(n.Channel, n.Recipient),
-		Status: n.Status, Attempts: n.Attempts, LastError: n.LastError, ProviderID: n.ProviderID,
+		Status: n.Status, Kind: n.Kind, RemindAt: n.RemindAt, Attempts: n.Attempts, LastError: n.LastError, ProviderID: n.ProviderID,
 		SentAt: n.SentAt, CreatedAt: n.CreatedAt.UTC(), UpdatedAt: n.UpdatedAt.UTC(),
 	}
 }

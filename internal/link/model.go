@@ -46,6 +46,8 @@ type Notification struct {
 	Recipient  string
 	Message    string
 	Status     string // queued | sent | failed
+	Kind       string // open (the first message) | reminder
+	RemindAt   *time.Time
 	Attempts   int
 	LastError  *string
 	ProviderID *string

@@ -58,7 +58,16 @@ type Config struct {
 	// hour (0: no limit): with a leaked key, one send request alone could
 	// queue 100 links × 100 recipients.
 	NotifyPerHour int
+	// RemindBefore is how long before a link expires a recipient who was
+	// sent it and has not opened it gets one reminder (0: never).
+	RemindBefore time.Duration
 }
+
+// Notification kinds: the first message about a link, and the reminder.
+const (
+	KindOpen     = "open"
+	KindReminder = "reminder"
+)
 
 // Service is what the HTTP API calls: owners manage links, recipients
 // verify and open them.
@@ -179,7 +188,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				MaxAccessCount: l.MaxAccessCount, TargetCount: len(l.Targets),
 			}))
 			if v.Spec.Notify && l.Recipient != "" {
-				n := newNotification(owner.ID, id, l.Recipient, "")
+				n := s.newNotification(owner.ID, l, l.Recipient, "")
 				notes = append(notes, n)
 				evs = append(evs, notificationEvent(n, actor))
 			}
@@ -207,15 +216,26 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 	return views, nil
 }
 
-func newNotification(ownerID, linkID, recipient, message string) Notification {
+// newNotification is the first message about a link to one recipient.
+// With RemindBefore set, it also says when the reaper should remind the
+// recipient if the link is still unopened then; only when that is at
+// least RemindBefore away, so a reminder never follows close on the
+// message it repeats.
+func (s *Service) newNotification(ownerID string, l Link, recipient, message string) Notification {
 	ch := "email"
 	if strings.HasPrefix(recipient, "+") {
 		ch = "sms"
 	}
-	return Notification{
-		ID: uuid.Must(uuid.NewV7()).String(), OwnerID: ownerID, LinkID: linkID,
-		Channel: ch, Recipient: recipient, Message: message, Status: "queued",
+	n := Notification{
+		ID: uuid.Must(uuid.NewV7()).String(), OwnerID: ownerID, LinkID: l.ID,
+		Channel: ch, Recipient: recipient, Message: message, Status: "queued", Kind: KindOpen,
 	}
+	if before := s.cfg.RemindBefore; before > 0 {
+		if at := l.ExpiresAt.Add(-before); !at.Before(s.now().Add(before)) {
+			n.RemindAt = &at
+		}
+	}
+	return n
 }
 
 func notificationEvent(n Notification, actor events.Actor) events.Event {
@@ -374,7 +394,7 @@ func (s *Service) send(ctx context.Context, owner Owner, linkIDs, recipients []s
 			return nil, e
 		}
 		for _, r := range norm {
-			n := newNotification(owner.ID, l.ID, r, message)
+			n := s.newNotification(owner.ID, l, r, message)
 			notes = append(notes, n)
 			evs = append(evs, notificationEvent(n, actor))
 		}

@@ -14,19 +14,19 @@ import (
 )
 
 const notificationColumns = `id::text, owner_id::text, link_id::text, channel, recipient, message, status,
-	attempts, last_error, provider_id, sent_at, created_at, updated_at`
+	kind, remind_at, attempts, last_error, provider_id, sent_at, created_at, updated_at`
 
 func scanNotification(row pgx.Row) (link.Notification, error) {
 	var n link.Notification
 	err := row.Scan(&n.ID, &n.OwnerID, &n.LinkID, &n.Channel, &n.Recipient, &n.Message, &n.Status,
-		&n.Attempts, &n.LastError, &n.ProviderID, &n.SentAt, &n.CreatedAt, &n.UpdatedAt)
+		&n.Kind, &n.RemindAt, &n.Attempts, &n.LastError, &n.ProviderID, &n.SentAt, &n.CreatedAt, &n.UpdatedAt)
 	return n, err
 }
 
 func queueNotifications(b *pgx.Batch, notes []link.Notification) {
 	for _, n := range notes {
-		b.Queue(`INSERT INTO notifications (id, owner_id, link_id, channel, recipient, message)
-			VALUES ($1, $2, $3, $4, $5, $6)`, n.ID, n.OwnerID, n.LinkID, n.Channel, n.Recipient, n.Message)
+		b.Queue(`INSERT INTO notifications (id, owner_id, link_id, channel, recipient, message, remind_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, n.ID, n.OwnerID, n.LinkID, n.Channel, n.Recipient, n.Message, n.RemindAt)
 	}
 }
 

@@ -174,8 +174,13 @@ func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 // an event of type typ for (with link_id and owner_id; data builds the
 // event's data from them as e.*): each gets a new event id, its outbox row
 // (subject is the argument holding the subject) and its record
-// (recordEventsSQL). The statement returns how many.
-func reemitted(subject, typ, data string) string {
+// (recordEventsSQL). The statement returns how many, and then the values
+// of more, each an SQL expression.
+func reemitted(subject, typ, data string, more ...string) string {
+	cols := "(SELECT count(*) FROM ev)"
+	for _, m := range more {
+		cols += ", " + m
+	}
 	return `, e AS (
 			SELECT sharelinks_uuid_v7() AS id, * FROM stuck
 		), ev AS (
@@ -183,7 +188,7 @@ func reemitted(subject, typ, data string) string {
 			SELECT e.id, ` + subject + `, ` + systemEvent(typ, data) + ` FROM e
 			RETURNING payload
 		)` + recordEventsSQL + `
-		SELECT count(*) FROM ev`
+		SELECT ` + cols
 }
 
 // ReemitStuckNotifications writes a fresh notification.requested event for
@@ -237,4 +242,37 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 		s.wake()
 	}
 	return n, nil
+}
+
+// RemindUnopened takes up to batch notifications whose reminder is due
+// (each once: remind_at is cleared) and, for each link still active and
+// never opened, queues one reminder to each recipient that the first
+// message reached, with its notification.requested event, in one
+// statement. It returns how many notifications it took (the sweep loops
+// while batches come back full) and how many reminders it queued.
+func (s *Store) RemindUnopened(ctx context.Context, batch int) (taken, reminded int, err error) {
+	q := `
+		WITH due AS (
+			UPDATE notifications SET remind_at = NULL
+			WHERE id IN (SELECT id FROM notifications WHERE remind_at <= now()
+				ORDER BY remind_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+			RETURNING owner_id, link_id, channel, recipient, status
+		), picked AS (
+			SELECT DISTINCT ON (d.link_id, d.recipient) d.owner_id, d.link_id, d.channel, d.recipient
+			FROM due d JOIN links l ON l.id = d.link_id
+			WHERE d.status = 'sent' AND l.status = 'active' AND l.expires_at > now() AND l.access_count = 0
+		), stuck AS (
+			INSERT INTO notifications (id, owner_id, link_id, channel, recipient, kind)
+			SELECT sharelinks_uuid_v7(), owner_id, link_id, channel, recipient, 'reminder' FROM picked
+			ON CONFLICT (link_id, recipient) WHERE kind = 'reminder' DO NOTHING
+			RETURNING id AS notification_id, link_id, owner_id, channel
+		)` + reemitted("$2", events.NotificationRequested,
+		`'{"notification_id":"' || e.notification_id || '","channel":"' || e.channel || '"}'`, "(SELECT count(*) FROM due)")
+	if err := s.pool.QueryRow(ctx, q, batch, events.SubjectPrefix+events.NotificationRequested).Scan(&reminded, &taken); err != nil {
+		return 0, 0, fmt.Errorf("remind unopened links: %w", err)
+	}
+	if reminded > 0 {
+		s.wake()
+	}
+	return taken, reminded, nil
 }

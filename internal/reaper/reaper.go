@@ -23,6 +23,7 @@ type Store interface {
 	DeleteOldChallenges(ctx context.Context, batch int) (int, error)
 	DeleteExpiredSessions(ctx context.Context, batch int) (int, error)
 	DeleteOldIdempotencyKeys(ctx context.Context, batch int) (int, error)
+	RemindUnopened(ctx context.Context, batch int) (taken, reminded int, err error)
 	PurgeEnded(ctx context.Context, retention time.Duration, batch int) (int, error)
 	StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error)
@@ -66,6 +67,7 @@ func (c Config) withDefaults() Config {
 // Metrics are the reaper's metrics.
 type Metrics struct {
 	Expired  prometheus.Counter
+	Reminded prometheus.Counter
 	Duration *prometheus.HistogramVec
 	Last     *prometheus.GaugeVec
 	Repairs  *prometheus.CounterVec
@@ -76,6 +78,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Expired: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sharelinks_reaper_links_expired_total", Help: "Links marked expired by the reaper.",
+		}),
+		Reminded: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sharelinks_reaper_reminders_total", Help: "Reminders queued to recipients of links not opened before they expire.",
 		}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sharelinks_reaper_sweep_duration_seconds", Help: "Duration of one sweep, by sweep.",
@@ -91,7 +96,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []string{"outbox_republish", "notification_reemit", "otp_reemit"} {
 		m.Repairs.WithLabelValues(k)
 	}
-	reg.MustRegister(m.Expired, m.Duration, m.Last, m.Repairs)
+	reg.MustRegister(m.Expired, m.Reminded, m.Duration, m.Last, m.Repairs)
 	return m
 }
 
@@ -179,6 +184,11 @@ func (r *Reaper) RunOnce(ctx context.Context) {
 	r.sweep(ctx, "expire_codes", func(ctx context.Context) (int, error) { return r.store.ExpireChallenges(ctx, b) })
 	r.sweep(ctx, "delete_codes", func(ctx context.Context) (int, error) { return r.store.DeleteOldChallenges(ctx, b) })
 	r.sweep(ctx, "expire_sessions", func(ctx context.Context) (int, error) { return r.store.DeleteExpiredSessions(ctx, b) })
+	r.sweep(ctx, "remind_unopened", func(ctx context.Context) (int, error) {
+		taken, reminded, err := r.store.RemindUnopened(ctx, b)
+		r.metrics.Reminded.Add(float64(reminded))
+		return taken, err
+	})
 	r.sweep(ctx, "expire_idempotency_keys", func(ctx context.Context) (int, error) { return r.store.DeleteOldIdempotencyKeys(ctx, b) })
 	if r.cfg.Retention > 0 {
 		r.sweep(ctx, "purge", func(ctx context.Context) (int, error) { return r.store.PurgeEnded(ctx, r.cfg.Retention, b) })
