@@ -288,3 +288,48 @@ func smtpSender(t *testing.T, srv *testkit.SMTPServer) *mail.SMTP {
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
+
+// A notification whose first send failed waits for its retry's event; when
+// the stream loses that event, the reaper writes it again soon after the
+// retry was due, not only once the row has sat untouched for longer than
+// any retry delay (75 minutes by default). Found by the combined-faults
+// test: a text whose retry was purged with the stream was still queued a
+// minute after the load stopped.
+func TestLostRetryIsRepairedSoonAfterItWasDue(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	srv := testkit.StartSMTP(t)
+	srv.FailNext(1, 451, "4.3.0 try again later")
+	stop := startNotifier(t, st, notifierOpts{smtp: srv, retryBase: time.Second})
+	l := createLink(t, st, key, emailOTP("ann@example.com"), true)
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return st.Count(t, `SELECT count(*) FROM notifications WHERE attempts = 1 AND retry_at IS NOT NULL AND claimed_until IS NULL`) == 1
+	}, "the first attempt failed and its retry is scheduled")
+	// The notifier goes, and the stream loses the retry with it.
+	stop()
+	stream, err := st.JS.Stream(ctx, events.Stream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	startNotifier(t, st, notifierOpts{smtp: srv, retryBase: time.Second})
+	rp := reaper.New(postgres.NewStore(st.Pool, st.Relay.Wake), reaper.Config{FreshStuck: time.Second}, quiet,
+		reaper.NewMetrics(prometheus.NewRegistry()))
+	time.Sleep(500 * time.Millisecond)
+	rp.RunOnce(ctx) // the retry is not overdue yet: nothing to repair
+	if n := st.Count(t, `SELECT count(*) FROM audit_events WHERE type = 'notification.requested'`); n != 1 {
+		t.Fatalf("%d notification.requested events before the retry was overdue, want 1", n)
+	}
+	time.Sleep(2 * time.Second) // now it is: due after 1 s, overdue 1 s later
+	rp.RunOnce(ctx)
+	srv.WaitMessages(t, 1, 10*time.Second)
+	waitStatus(t, st, key, l.ID, "sent")
+	time.Sleep(500 * time.Millisecond)
+	if n := len(srv.Messages()); n != 1 {
+		t.Fatalf("%d mails, want 1", n)
+	}
+}

@@ -38,7 +38,7 @@ type SMSSender interface {
 type Store interface {
 	ClaimNotification(ctx context.Context, id string, lease time.Duration) (postgres.Job, bool, error)
 	NotificationSent(ctx context.Context, n link.Notification, providerID string) error
-	NotificationRetry(ctx context.Context, id, lastErr string) error
+	NotificationRetry(ctx context.Context, id, lastErr string, delay time.Duration) error
 	NotificationFailed(ctx context.Context, id, lastErr string) error
 	ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(tokenHash []byte) []byte) (postgres.CodeJob, bool, error)
 	ChallengeSent(ctx context.Context, j postgres.CodeJob, providerID string) error
@@ -262,10 +262,10 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 	if !temporary || n.Attempts >= w.cfg.Notify.Attempts {
 		return w.failNotification(ctx, n, err.Error())
 	}
-	if rerr := w.store.NotificationRetry(ctx, n.ID, err.Error()); rerr != nil {
+	delay := w.cfg.Notify.Delay(n.Attempts)
+	if rerr := w.store.NotificationRetry(ctx, n.ID, err.Error(), delay); rerr != nil {
 		return rerr
 	}
-	delay := w.cfg.Notify.Delay(n.Attempts)
 	log.Warn("notification send failed; will retry", "attempts", n.Attempts, "delay", delay, "err", err)
 	return events.Retry(delay, err)
 }

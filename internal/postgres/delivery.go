@@ -43,7 +43,7 @@ func (s *Store) ClaimNotification(ctx context.Context, id string, lease time.Dur
 		return j, false, nil
 	}
 	n, err := scanNotification(s.pool.QueryRow(ctx, `UPDATE notifications
-		SET claimed_until = now() + $2 * interval '1 second', attempts = attempts + 1, updated_at = now()
+		SET claimed_until = now() + $2 * interval '1 second', attempts = attempts + 1, updated_at = now(), retry_at = NULL
 		WHERE id = $1 AND status = 'queued' AND (claimed_until IS NULL OR claimed_until < now())
 		RETURNING `+notificationColumns, id, lease.Seconds()))
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -83,11 +83,13 @@ func (s *Store) NotificationSent(ctx context.Context, n link.Notification, provi
 	})
 }
 
-// NotificationRetry records a failed attempt that will be retried and
-// releases the claim.
-func (s *Store) NotificationRetry(ctx context.Context, id, lastErr string) error {
-	_, err := s.pool.Exec(ctx, `UPDATE notifications SET last_error = $2, claimed_until = NULL, updated_at = now()
-		WHERE id = $1 AND status = 'queued'`, id, truncateErr(lastErr))
+// NotificationRetry records a failed attempt that will be retried after
+// delay and releases the claim. The retry's due time lets the reaper tell
+// a retry whose event was lost from one still waiting for its delay.
+func (s *Store) NotificationRetry(ctx context.Context, id, lastErr string, delay time.Duration) error {
+	_, err := s.pool.Exec(ctx, `UPDATE notifications SET last_error = $2, claimed_until = NULL, updated_at = now(),
+		retry_at = now() + $3 * interval '1 second'
+		WHERE id = $1 AND status = 'queued'`, id, truncateErr(lastErr), delay.Seconds())
 	if err != nil {
 		return fmt.Errorf("record retry: %w", err)
 	}

@@ -193,16 +193,21 @@ func reemitted(subject, typ, data string, more ...string) string {
 
 // ReemitStuckNotifications writes a fresh notification.requested event for
 // queued notifications whose event was lost in transport: never attempted
-// after fresh, or untouched for longer than stale (which must exceed the
-// longest retry delay). The consumer's claim makes the duplicate harmless.
+// after fresh; still queued fresh after they were next due (a scheduled
+// retry's delay, a dead notifier's lease, or an earlier re-emit); or
+// untouched for longer than stale (which must exceed the longest retry
+// delay: rows from before retry_at existed). A re-emitted row is due
+// again at once, so one whose new event is lost too is re-emitted after
+// fresh once more. The consumer's claim makes a duplicate harmless.
 func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error) {
 	q := `
 		WITH stuck AS (
-			UPDATE notifications SET updated_at = now()
+			UPDATE notifications SET updated_at = now(), retry_at = now()
 			WHERE id IN (
 				SELECT id FROM notifications
 				WHERE status = 'queued' AND (claimed_until IS NULL OR claimed_until < now())
 				AND ((attempts = 0 AND updated_at < now() - $1 * interval '1 second')
+					OR coalesce(retry_at, claimed_until) < now() - $1 * interval '1 second'
 					OR updated_at < now() - $2 * interval '1 second')
 				LIMIT $3 FOR UPDATE SKIP LOCKED)
 			RETURNING id AS notification_id, link_id, owner_id, channel
