@@ -16,6 +16,7 @@ type Code string
 const (
 	Invalid       Code = "invalid"       // 400: the caller sent something wrong
 	Unauthorized  Code = "unauthorized"  // 401: missing or bad credentials
+	Forbidden     Code = "forbidden"     // 403: allowed to others, not to this caller (e.g. from this network)
 	NotFound      Code = "not_found"     // 404: absent, or not yours
 	Conflict      Code = "conflict"      // 409: wrong state for this operation
 	Unprocessable Code = "unprocessable" // 422: well-formed, but contradicts an earlier request (a reused Idempotency-Key)

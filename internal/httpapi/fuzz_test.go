@@ -132,6 +132,8 @@ func FuzzAPI(f *testing.F) {
 		{0, 0, 0, "", "", "", `{"links":[{"targets":[{"id":"d","type":"folder","url":"https://x.example/d/"}],"link_type":"upload","expires_at":"` +
 			future(time.Hour) + `","authenticators":[{"auth_type":"sms_otp","auth_context":"+44 20 7946 0958"}]}]}`},
 		{0, 2, 0, "", "", "", `{"links":[{"title":"x"}]}`},
+		{0, 0, 0, "", "", "", string(link(func(s map[string]any) { s["allowed_networks"] = []string{"10.0.0.0/8", "::1", "x"} }))},
+		{0, 0, 0, "", "", "", string(link(func(s map[string]any) { s["allowed_networks"] = []string{"203.0.113.0/24"} }))},
 		{0, 0, 0, "", "retry-1", "", string(link())},
 		{0, 0, 0, "", "retry-1", "", string(link(withPassword("correct horse battery")))},
 		{0, 2, 0, "", "retry-1", "", string(link())},

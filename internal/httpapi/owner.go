@@ -19,31 +19,36 @@ type authenticatorJSON struct {
 }
 
 type linkJSON struct {
-	ID             string            `json:"id"`
-	URL            string            `json:"url"`
-	Status         string            `json:"status"`
-	LinkType       string            `json:"link_type"`
-	Targets        []link.Target     `json:"targets"`
-	ExpiresAt      time.Time         `json:"expires_at"`
-	MaxAccessCount *int              `json:"max_access_count"`
-	AccessCount    int               `json:"access_count"`
-	Authenticator  authenticatorJSON `json:"authenticator"`
-	Title          string            `json:"title"`
-	Message        string            `json:"message"`
-	CreatedAt      time.Time         `json:"created_at"`
-	UpdatedAt      time.Time         `json:"updated_at"`
-	RevokedAt      *time.Time        `json:"revoked_at"`
-	LastAccessedAt *time.Time        `json:"last_accessed_at"`
+	ID              string            `json:"id"`
+	URL             string            `json:"url"`
+	Status          string            `json:"status"`
+	LinkType        string            `json:"link_type"`
+	Targets         []link.Target     `json:"targets"`
+	ExpiresAt       time.Time         `json:"expires_at"`
+	MaxAccessCount  *int              `json:"max_access_count"`
+	AccessCount     int               `json:"access_count"`
+	Authenticator   authenticatorJSON `json:"authenticator"`
+	Title           string            `json:"title"`
+	Message         string            `json:"message"`
+	CreatedAt       time.Time         `json:"created_at"`
+	UpdatedAt       time.Time         `json:"updated_at"`
+	RevokedAt       *time.Time        `json:"revoked_at"`
+	LastAccessedAt  *time.Time        `json:"last_accessed_at"`
+	AllowedNetworks []string          `json:"allowed_networks"`
 }
 
 func toLinkJSON(v link.View) linkJSON {
-	return linkJSON{
+	j := linkJSON{
 		ID: v.ID, URL: v.URL, Status: v.Status, LinkType: v.LinkType, Targets: v.Targets,
 		ExpiresAt: v.ExpiresAt.UTC(), MaxAccessCount: v.MaxAccessCount, AccessCount: v.AccessCount,
 		Authenticator: authenticatorJSON{AuthType: v.AuthType, AuthContext: link.MaskRecipient(v.AuthType, v.Recipient)},
 		Title:         v.Title, Message: v.Message, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC(),
-		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt,
+		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt, AllowedNetworks: make([]string, len(v.AllowedNetworks)),
 	}
+	for i, p := range v.AllowedNetworks {
+		j.AllowedNetworks[i] = p.String()
+	}
+	return j
 }
 
 func toLinksJSON(views []link.View) []linkJSON {

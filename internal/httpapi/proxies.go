@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/sharelinks/sharelinks/internal/link"
 )
 
 // ParseProxies reads TRUSTED_PROXIES: comma-separated addresses or CIDR
@@ -73,6 +75,18 @@ func behindProxies(next http.Handler, trusted []netip.Prefix) http.Handler {
 		}
 		r = r.WithContext(r.Context())
 		r.RemoteAddr = netip.AddrPortFrom(client.Unmap(), 0).String()
+		next.ServeHTTP(w, r)
+	})
+}
+
+// withClientIP records the client's address (RemoteAddr, after
+// behindProxies when there are trusted proxies) in the request context,
+// where the checks of links limited to networks read it.
+func withClientIP(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil {
+			r = r.WithContext(link.WithClientIP(r.Context(), ap.Addr()))
+		}
 		next.ServeHTTP(w, r)
 	})
 }

@@ -34,6 +34,7 @@ const MaxBody = 1 << 20
 var statusOf = map[apperr.Code]int{
 	apperr.Invalid:       http.StatusBadRequest,
 	apperr.Unauthorized:  http.StatusUnauthorized,
+	apperr.Forbidden:     http.StatusForbidden,
 	apperr.NotFound:      http.StatusNotFound,
 	apperr.Conflict:      http.StatusConflict,
 	apperr.Unprocessable: http.StatusUnprocessableEntity,

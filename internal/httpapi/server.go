@@ -95,6 +95,7 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 		writeError(w, r, log, apperr.New(apperr.NotFound, "route_not_found", "no such route: %s %s", r.Method, r.URL.Path))
 	})
 	h := instrument(mux, s.metrics, log, cfg.RequestTimeout)
+	h = withClientIP(h)
 	if len(cfg.TrustedProxies) > 0 {
 		h = behindProxies(h, cfg.TrustedProxies)
 	}

@@ -5,6 +5,7 @@ package link
 import (
 	"fmt"
 	"net/mail"
+	"net/netip"
 	"net/url"
 	"slices"
 	"strings"
@@ -71,6 +72,9 @@ type Spec struct {
 	Title          string     `json:"title"`
 	Message        string     `json:"message"`
 	Notify         bool       `json:"notify"`
+	// AllowedNetworks limits recipients to these networks (CIDR prefixes
+	// or addresses); absent: any network.
+	AllowedNetworks []string `json:"allowed_networks"`
 }
 
 // Policy is the configurable part of validation.
@@ -130,8 +134,9 @@ type Auth struct {
 
 // Validated is a spec that passed validation, expanded per authenticator.
 type Validated struct {
-	Spec  Spec
-	Auths []Auth
+	Spec     Spec
+	Auths    []Auth
+	Networks []netip.Prefix
 }
 
 // Validate checks one spec; field paths are prefixed with prefix (e.g. "links[3]").
@@ -200,7 +205,11 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	if utf8.RuneCountInString(s.Message) > MaxMessage || !IsText(s.Message) {
 		return Validated{}, apperr.Field(f("message"), "invalid_message", "message at most %d characters of text", MaxMessage)
 	}
-	v := Validated{Spec: s}
+	networks, err := parseNetworks(f("allowed_networks"), s.AllowedNetworks)
+	if err != nil {
+		return Validated{}, err
+	}
+	v := Validated{Spec: s, Networks: networks}
 	if len(s.Authenticators) == 0 {
 		if p.ForbidOpenLinks {
 			return Validated{}, apperr.Field(f("authenticators"), "open_links_forbidden", "links without an authenticator are not allowed here")

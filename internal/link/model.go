@@ -1,6 +1,7 @@
 package link
 
 import (
+	"net/netip"
 	"time"
 
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -35,6 +36,9 @@ type Link struct {
 	UpdatedAt      time.Time
 	RevokedAt      *time.Time
 	LastAccessedAt *time.Time
+	// AllowedNetworks limits where recipients may use the link from;
+	// empty: anywhere (see Allows).
+	AllowedNetworks []netip.Prefix
 }
 
 // Notification is one "Open" message to one recipient about one link.

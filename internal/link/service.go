@@ -174,6 +174,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				Status: StatusActive, LinkType: v.Spec.LinkType, AuthType: a.Type, Recipient: a.Recipient,
 				Targets: v.Spec.Targets, ExpiresAt: v.Spec.ExpiresAt.UTC(), MaxAccessCount: v.Spec.MaxAccessCount,
 				Title: v.Spec.Title, Message: v.Spec.Message, CreatedAt: now, UpdatedAt: now,
+				AllowedNetworks: v.Networks,
 			}
 			if a.Type == AuthPassword {
 				h, err := s.hasher.Hash(ctx, a.Password)
@@ -460,7 +461,8 @@ func (s *Service) Resolve(ctx context.Context, token string) (Link, error) {
 	if token == "" || len(token) > 100 {
 		return Link{}, apperr.LinkNotFound()
 	}
-	return s.live(s.store.LinkByTokenHash(ctx, s.keys.LookupHash(token)))
+	l, err := s.store.LinkByTokenHash(ctx, s.keys.LookupHash(token))
+	return s.live(ctx, l, err)
 }
 
 // resolveWithChallenge is Resolve with the link's newest code challenge.
@@ -469,17 +471,21 @@ func (s *Service) resolveWithChallenge(ctx context.Context, token string) (Link,
 		return Link{}, nil, apperr.LinkNotFound()
 	}
 	l, ch, err := s.store.LinkAndChallenge(ctx, s.keys.LookupHash(token))
-	l, err = s.live(l, err)
+	l, err = s.live(ctx, l, err)
 	return l, ch, err
 }
 
-// live passes on a found link only while it is active.
-func (s *Service) live(l Link, err error) (Link, error) {
+// live passes on a found link only while it is active, and only to a
+// client inside its networks.
+func (s *Service) live(ctx context.Context, l Link, err error) (Link, error) {
 	if err != nil {
 		return Link{}, err
 	}
 	if EffectiveStatus(l.Status, l.ExpiresAt, s.now()) != StatusActive {
 		return Link{}, apperr.LinkNotFound()
+	}
+	if err := allowed(ctx, l); err != nil {
+		return Link{}, err
 	}
 	return l, nil
 }
@@ -711,7 +717,14 @@ func (s *Service) SessionLink(ctx context.Context, token, accessToken string) (L
 			return Link{}, rerr
 		}
 	}
-	return l, err
+	if err != nil {
+		return Link{}, err
+	}
+	// A session opened inside the link's networks does not carry outside.
+	if err := allowed(ctx, l); err != nil {
+		return Link{}, err
+	}
+	return l, nil
 }
 
 // Opened is a grant for one target.

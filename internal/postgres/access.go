@@ -224,7 +224,7 @@ var accessOpenSQL = `
 	WITH upd AS (
 		UPDATE links SET ` + CountAccessSet + `
 		WHERE token_hash = $1 AND auth_type = 'none' AND status = 'active' AND expires_at > now()
-			AND (max_access_count IS NULL OR access_count < max_access_count)
+			AND (max_access_count IS NULL OR access_count < max_access_count) AND ` + networkCheck(10) + `
 		RETURNING *
 	)` + sessionOpenedSQL(2) + `
 	SELECT ` + linkColumns + ` FROM upd`
@@ -240,7 +240,7 @@ func (s *Store) AccessOpen(ctx context.Context, tokenHash []byte, sess *link.Ses
 	}
 	var row linkRow
 	err = s.group.run(ctx, tokenHash, func(b *pgx.Batch) {
-		b.Queue(accessOpenSQL, append([]any{tokenHash}, args...)...).QueryRow(row.scan)
+		b.Queue(accessOpenSQL, append(append([]any{tokenHash}, args...), clientIPArg(actor))...).QueryRow(row.scan)
 	})
 	if err != nil {
 		return link.Link{}, fmt.Errorf("count open access: %w", err)
@@ -284,6 +284,7 @@ var openSQL = fmt.Sprintf(`
 		WHERE token_hash = $1 AND status IN ('active', 'exhausted') AND expires_at > now()
 		AND EXISTS (SELECT 1 FROM access_sessions s
 			WHERE s.link_id = links.id AND s.token_hash = $2 AND s.expires_at > now())
+		AND `+networkCheck(8)+`
 	), e AS (
 		SELECT $4::uuid AS id, l.id AS link_id, l.owner_id, t->>'id' AS target_id
 		FROM l, jsonb_array_elements(l.targets) t
@@ -310,7 +311,7 @@ func OpenQuery(tokenHash, sessionHash []byte, targetID, grantID string, actor ev
 		return "", nil, fmt.Errorf("marshal actor: %w", err)
 	}
 	return openSQL, []any{tokenHash, sessionHash, targetID, uuid.Must(uuid.NewV7()).String(),
-		events.SubjectPrefix + events.LinkOpened, grantID, string(actorJSON)}, nil
+		events.SubjectPrefix + events.LinkOpened, grantID, string(actorJSON), clientIPArg(actor)}, nil
 }
 
 // OpenWithSession returns the link the session belongs to while both are

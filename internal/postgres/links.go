@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"strconv"
 	"strings"
 
@@ -18,7 +19,7 @@ import (
 
 const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status, link_type, auth_type,
 	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
-	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at`
+	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks`
 
 // scanLink reads linkColumns, then any extra columns into extra.
 func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
@@ -48,7 +49,8 @@ func (r *linkRow) dest(extra ...any) []any {
 	l := &r.l
 	return append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
 		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
-		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt}, extra...)
+		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt,
+		&l.AllowedNetworks}, extra...)
 }
 
 // scan is a batch callback: no row is not an error, and an attempt that
@@ -91,10 +93,10 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 			return fmt.Errorf("marshal targets: %w", err)
 		}
 		b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
-			password_hash, targets, expires_at, max_access_count, title, message)
-			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13)`,
+			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14)`,
 			l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
-			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message)
+			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks))
 	}
 	queueNotifications(b, notes)
 	if err := queueEvents(b, evs); err != nil {
@@ -286,4 +288,29 @@ func (s *Store) OwnedLinks(ctx context.Context, ownerID string, ids []string) ([
 func isUUID(s string) bool {
 	_, err := uuid.Parse(s)
 	return err == nil && len(s) == 36
+}
+
+// networksArg is a link's networks as a parameter: NULL for none, so the
+// access statements' check is one IS NULL for every link without any.
+func networksArg(p []netip.Prefix) any {
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+// clientIPArg is the recipient's address as the access statements'
+// parameter: NULL when it is not an address, which no network contains.
+func clientIPArg(actor events.Actor) any {
+	ip, err := netip.ParseAddr(actor.IP)
+	if err != nil {
+		return nil
+	}
+	return ip.Unmap().WithZone("")
+}
+
+// networkCheck is the condition on a links row (its columns named as in
+// the statement) that the client, whose address is parameter p, may use it.
+func networkCheck(p int) string {
+	return fmt.Sprintf("(allowed_networks IS NULL OR $%d::inet <<= ANY (allowed_networks))", p)
 }

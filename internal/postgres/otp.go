@@ -131,6 +131,7 @@ var attemptCodeSQL = `
 	WITH l AS (
 		SELECT ` + linkColumns + ` FROM links
 		WHERE token_hash = $1 AND status = 'active' AND expires_at > now() AND auth_type IN ('email_otp', 'sms_otp')
+			AND ` + networkCheck(13) + `
 	), ch AS (
 		UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now(),
 			status = CASE WHEN sha256($3::bytea || code_hash) = sha256($3::bytea || $4::bytea) THEN 'verified' ELSE status END
@@ -194,7 +195,7 @@ func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return attemptCodeSQL, append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...), nil
+	return attemptCodeSQL, append(append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...), clientIPArg(a.Actor)), nil
 }
 
 // ChargeCodeAttempt counts a code attempt before it is checked and returns

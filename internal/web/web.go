@@ -215,6 +215,14 @@ func (p *Pages) renderError(w http.ResponseWriter, r *http.Request, err error) {
 		})
 	case ok && e.Code == apperr.NotFound:
 		p.render(w, r, http.StatusNotFound, "message", notFoundView())
+	case ok && e.Code == apperr.Forbidden:
+		p.render(w, r, http.StatusForbidden, "message", &view{
+			DocTitle: "Not available from here", Heading: "This link cannot be opened from your network",
+			Paragraphs: []string{
+				"The person who shared it allows it only from certain networks, such as their office's or a VPN's.",
+				"Connect to one of those and open the link again, or ask them for access.",
+			},
+		})
 	case ok && e.Code == apperr.TooMany:
 		p.renderLocked(w, r, e.RetryAfter)
 	case ok && e.Code == apperr.TooLarge:
