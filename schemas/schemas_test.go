@@ -26,6 +26,7 @@ var sampleData = map[string]map[string]any{
 		"max_access_count": nil, "target_count": 3,
 	},
 	"link.revoked":           {},
+	"link.updated":           {"changed": []any{"expires_at", "max_access_count"}, "status": "active"},
 	"link.exhausted":         {"access_count": 5},
 	"link.expired":           {},
 	"link.verified":          {"access_count": 0, "session_id": "5b0e8f8e-6c1f-4a7e-9d55-0c6a2f4b9e10"},

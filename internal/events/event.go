@@ -15,6 +15,7 @@ import (
 const (
 	LinkCreated           = "link.created"
 	LinkRevoked           = "link.revoked"
+	LinkUpdated           = "link.updated"
 	LinkExhausted         = "link.exhausted"
 	LinkExpired           = "link.expired"
 	LinkVerified          = "link.verified"
@@ -31,7 +32,7 @@ const (
 
 // Types lists every event type (schemas/events/v1 has one schema each;
 // the schemas tests keep the two in step).
-var Types = []string{LinkCreated, LinkRevoked, LinkExhausted, LinkExpired, LinkVerified, LinkVerifyFailed,
+var Types = []string{LinkCreated, LinkRevoked, LinkUpdated, LinkExhausted, LinkExpired, LinkVerified, LinkVerifyFailed,
 	LinkOpened, LinkPurged, NotificationRequested, NotificationSent, NotificationFailed, OTPRequested, OTPSent, OTPFailed}
 
 // Stream and subject names.
@@ -133,6 +134,12 @@ type (
 	// VerifyFailedData is link.verify_failed's data.
 	VerifyFailedData struct {
 		Reason string `json:"reason"`
+	}
+	// UpdatedData is link.updated's data: the fields the owner changed and
+	// the link's status after the change.
+	UpdatedData struct {
+		Changed []string `json:"changed"`
+		Status  string   `json:"status"`
 	}
 	// OpenedData is link.opened's data.
 	OpenedData struct {

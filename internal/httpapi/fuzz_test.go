@@ -52,6 +52,7 @@ var fuzzRoutes = []fuzzRoute{
 	{"GET", "/s/{token}/code", false, true, []string{"e"}},
 	{"GET", "/s/{token}/files", false, true, nil},
 	{"GET", "/s/{token}/go", false, true, []string{"target", "open"}},
+	{"PATCH", "/v1/links/{id}", true, false, nil},
 }
 
 // fuzzTarget is what the fuzzer aims at: the seeded links and webhook.
@@ -187,6 +188,10 @@ func FuzzAPI(f *testing.F) {
 		{23, 3, 1, "", "", "", ""},
 		{24, 1, 0, "", "open", "1", ""},
 		{24, 3, 1, "", "target", "report.pdf", ""},
+		{25, 0, 0, "", "", "", `{"title":"new","max_access_count":null,"expires_at":"` + future(time.Hour) + `"}`},
+		{25, 0, 1, "", "", "", `{"max_access_count":1,"allowed_networks":["203.0.113.0/24"]}`},
+		{25, 0, 2, "", "", "", `{"max_access_count":1e400}`},
+		{25, 2, 0, "", "", "", `{"message":"x"}`},
 	}
 	// Deep nesting and a huge array, within the body limit: a 4xx, without
 	// the memory or stack to match.

@@ -83,6 +83,7 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 		"POST /v1/links/send":              notFound("POST", "/v1/links/send", map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"x@example.com"}}),
 		"GET /v1/links/{id}":               notFound("GET", "/v1/links/"+l.ID, nil),
 		"DELETE /v1/links/{id}":            notFound("DELETE", "/v1/links/"+l.ID, nil),
+		"PATCH /v1/links/{id}":             notFound("PATCH", "/v1/links/"+l.ID, map[string]any{"title": "bob was here", "max_access_count": nil}),
 		"GET /v1/links/{id}/notifications": notFound("GET", "/v1/links/"+l.ID+"/notifications", nil),
 		"GET /v1/links/{id}/events":        notFound("GET", "/v1/links/"+l.ID+"/events", nil),
 		"GET /v1/notifications/{id}":       notFound("GET", "/v1/notifications/"+note, nil),
@@ -130,8 +131,11 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 	// Alice's things are untouched.
 	var still linkResp
 	st.Do(t, "GET", "/v1/links/"+l.ID, alice, nil).JSON(t, &still)
-	if still.Status != "active" {
+	if still.Status != "active" || still.MaxAccessCount != nil {
 		t.Errorf("alice's link after bob's attempts: %+v", still)
+	}
+	if n := st.Count(t, `SELECT count(*) FROM audit_events WHERE link_id = $1 AND type IN ('link.updated', 'link.revoked')`, l.ID); n != 0 {
+		t.Errorf("bob's attempts recorded %d changes to alice's links", n)
 	}
 	var hooks struct{ Webhooks []struct{ ID string } }
 	st.Do(t, "GET", "/v1/webhooks", alice, nil).JSON(t, &hooks)

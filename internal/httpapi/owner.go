@@ -98,6 +98,36 @@ func (s *Server) getLink(w http.ResponseWriter, r *http.Request, o link.Owner) e
 	return nil
 }
 
+func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	var body struct {
+		ExpiresAt       *time.Time      `json:"expires_at"`
+		MaxAccessCount  json.RawMessage `json:"max_access_count"` // absent, null (no limit) or a count
+		Title           *string         `json:"title"`
+		Message         *string         `json:"message"`
+		AllowedNetworks *[]string       `json:"allowed_networks"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	p := link.Patch{ExpiresAt: body.ExpiresAt, Title: body.Title, Message: body.Message, AllowedNetworks: body.AllowedNetworks}
+	if len(body.MaxAccessCount) > 0 {
+		p.SetMax = true
+		if string(body.MaxAccessCount) != "null" {
+			var n int
+			if err := json.Unmarshal(body.MaxAccessCount, &n); err != nil {
+				return apperr.Field("max_access_count", "invalid_max_access_count", "max_access_count must be a whole number, or null for no limit")
+			}
+			p.MaxAccessCount = &n
+		}
+	}
+	v, err := s.svc.Update(r.Context(), o, r.PathValue("id"), p)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toLinkJSON(v))
+	return nil
+}
+
 func (s *Server) listLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
 	q, err := parseListQuery(r)
 	if err != nil {

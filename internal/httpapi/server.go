@@ -69,6 +69,7 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.Handle("GET /v1/links", owner(s.listLinks))
 	mux.Handle("GET /v1/links/{id}", owner(s.getLink))
 	mux.Handle("DELETE /v1/links/{id}", owner(s.deleteLink))
+	mux.Handle("PATCH /v1/links/{id}", owner(s.updateLink))
 	mux.Handle("POST /v1/links/revoke", owner(s.revokeLinks))
 	mux.Handle("POST /v1/links/send", owner(s.sendLinks))
 	mux.Handle("GET /v1/links/{id}/notifications", owner(s.linkNotifications))

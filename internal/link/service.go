@@ -26,6 +26,7 @@ type Store interface {
 	GetLink(ctx context.Context, ownerID, id string) (Link, error)
 	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
+	UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor, apply func(Link) (Link, []string, error)) (Link, error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
 	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event, idem *Idempotency) error

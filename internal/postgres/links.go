@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
@@ -313,4 +314,54 @@ func clientIPArg(actor events.Actor) any {
 // the statement) that the client, whose address is parameter p, may use it.
 func networkCheck(p int) string {
 	return fmt.Sprintf("(allowed_networks IS NULL OR $%d::inet <<= ANY (allowed_networks))", p)
+}
+
+// UpdateLink changes one of the owner's links in a transaction that holds
+// its row: apply gets the link as it is, under the lock (an access counted
+// meanwhile is in it), and returns it as it should be with the fields it
+// changed. A change writes the row and link.updated; no change writes
+// nothing. A link that ends by it keeps when it ended (the purge clock); one
+// that comes back has none.
+func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor,
+	apply func(link.Link) (link.Link, []string, error)) (link.Link, error) {
+	if !isUUID(id) {
+		return link.Link{}, apperr.LinkNotFound()
+	}
+	var out link.Link
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		l, err := scanLink(tx.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2 FOR UPDATE`, id, ownerID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apperr.LinkNotFound()
+		}
+		if err != nil {
+			return fmt.Errorf("lock link: %w", err)
+		}
+		stored := l.Status
+		l.Status = link.EffectiveStatus(l.Status, l.ExpiresAt, time.Now())
+		nl, changed, err := apply(l)
+		if err != nil {
+			return err
+		}
+		out = nl
+		if len(changed) == 0 {
+			return nil
+		}
+		status := nl.Status
+		if status == link.StatusExpired && stored == link.StatusActive {
+			// Past its expiry but not yet swept: the reaper expires it,
+			// with its link.expired, as it does every other link.
+			status = link.StatusActive
+		}
+		err = tx.QueryRow(ctx, `UPDATE links SET expires_at = $2, max_access_count = $3, title = $4, message = $5,
+			allowed_networks = $6, status = $7, updated_at = now(),
+			ended_at = CASE WHEN $7 = 'active' THEN NULL ELSE coalesce(ended_at, now()) END
+			WHERE id = $1 RETURNING updated_at`,
+			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status).Scan(&out.UpdatedAt)
+		if err != nil {
+			return fmt.Errorf("update link: %w", err)
+		}
+		return insertEvents(ctx, tx, events.Must(events.LinkUpdated, ownerID, id, actor,
+			events.UpdatedData{Changed: changed, Status: nl.Status}))
+	})
+	return out, err
 }

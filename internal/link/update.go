@@ -1,0 +1,118 @@
+package link
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"time"
+	"unicode/utf8"
+
+	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/events"
+)
+
+// Patch is an owner's change to a link: each field set is changed, the
+// rest are kept. MaxAccessCount is set (SetMax) to a count or to nil
+// (unlimited); AllowedNetworks set to empty lifts the limit.
+type Patch struct {
+	ExpiresAt       *time.Time
+	SetMax          bool
+	MaxAccessCount  *int
+	Title           *string
+	Message         *string
+	AllowedNetworks *[]string
+}
+
+// Update changes a link in place: its expiry, access limit, title,
+// message or networks. The link's status follows: a later expiry brings an
+// expired link back, a higher limit an exhausted one (under the same URL,
+// as owners ask of share links they let lapse), and a limit equal to the
+// accesses already counted exhausts it (a lower one is refused). A revoked link stays revoked:
+// revoking is the owner's promise that the URL is dead.
+func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (View, error) {
+	now := s.now()
+	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil {
+		return View{}, apperr.New(apperr.Invalid, "empty_update", "send at least one of expires_at, max_access_count, title, message, allowed_networks")
+	}
+	if p.ExpiresAt != nil {
+		if !p.ExpiresAt.After(now) {
+			return View{}, apperr.Field("expires_at", "invalid_expires_at", "expires_at must be in the future")
+		}
+		if p.ExpiresAt.Sub(now) > s.cfg.Policy.MaxExpiry {
+			return View{}, apperr.Field("expires_at", "invalid_expires_at", "expires_at at most %s ahead", days(s.cfg.Policy.MaxExpiry))
+		}
+	}
+	if p.SetMax && p.MaxAccessCount != nil && *p.MaxAccessCount < 1 {
+		return View{}, apperr.Field("max_access_count", "invalid_max_access_count", "max_access_count must be at least 1, or null for no limit")
+	}
+	if p.Title != nil && (utf8.RuneCountInString(*p.Title) > MaxTitle || !IsText(*p.Title)) {
+		return View{}, apperr.Field("title", "invalid_title", "title at most %d characters of text", MaxTitle)
+	}
+	if p.Message != nil && (utf8.RuneCountInString(*p.Message) > MaxMessage || !IsText(*p.Message)) {
+		return View{}, apperr.Field("message", "invalid_message", "message at most %d characters of text", MaxMessage)
+	}
+	nets, err := s.patchNetworks(p)
+	if err != nil {
+		return View{}, err
+	}
+	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
+	l, err := s.store.UpdateLink(ctx, owner.ID, id, actor, func(l Link) (Link, []string, error) {
+		if l.Status == StatusRevoked {
+			return l, nil, apperr.New(apperr.Conflict, "link_revoked", "a revoked link cannot be changed; create a new one")
+		}
+		var changed []string
+		if p.ExpiresAt != nil && !p.ExpiresAt.Equal(l.ExpiresAt) {
+			l.ExpiresAt = p.ExpiresAt.UTC()
+			changed = append(changed, "expires_at")
+		}
+		if p.SetMax && p.MaxAccessCount != nil && *p.MaxAccessCount < l.AccessCount {
+			e := apperr.New(apperr.Conflict, "max_below_access_count",
+				"the link was accessed %d times already: max_access_count can be %d (which ends it) or more", l.AccessCount, l.AccessCount)
+			e.Field = "max_access_count"
+			return l, nil, e
+		}
+		if p.SetMax && !sameLimit(p.MaxAccessCount, l.MaxAccessCount) {
+			l.MaxAccessCount = p.MaxAccessCount
+			changed = append(changed, "max_access_count")
+		}
+		if p.Title != nil && *p.Title != l.Title {
+			l.Title = *p.Title
+			changed = append(changed, "title")
+		}
+		if p.Message != nil && *p.Message != l.Message {
+			l.Message = *p.Message
+			changed = append(changed, "message")
+		}
+		if p.AllowedNetworks != nil && !slices.Equal(nets, l.AllowedNetworks) {
+			l.AllowedNetworks = nets
+			changed = append(changed, "allowed_networks")
+		}
+		switch {
+		case l.MaxAccessCount != nil && l.AccessCount >= *l.MaxAccessCount:
+			l.Status = StatusExhausted
+		case !l.ExpiresAt.After(now):
+			l.Status = StatusExpired
+		default:
+			l.Status = StatusActive
+		}
+		return l, changed, nil
+	})
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(l)
+}
+
+func (s *Service) patchNetworks(p Patch) ([]netip.Prefix, error) {
+	if p.AllowedNetworks == nil {
+		return nil, nil
+	}
+	return parseNetworks("allowed_networks", *p.AllowedNetworks)
+}
+
+func sameLimit(a, b *int) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
