@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
@@ -163,4 +164,33 @@ func TestUpdateALinkInPlace(t *testing.T) {
 		t.Fatalf("patch a revoked link: %d %s", r.Status, r.Body)
 	}
 	st.ValidateEvents(t)
+}
+
+// A reminder still to come moves with the expiry: it stays REMIND_BEFORE
+// ahead of the new one.
+func TestMoreTimeMovesTheReminder(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "", func(c *link.Config) { c.RemindBefore = 24 * time.Hour })
+	key := st.OwnerKey(t, "owner-"+t.Name())
+	l := create(t, st, key, spec(func(s map[string]any) {
+		s["authenticators"] = []any{map[string]any{"auth_type": "email_otp", "auth_context": "ann@example.com"}}
+		s["notify"] = true
+		s["expires_at"] = future(72 * time.Hour)
+	}))[0]
+	remindAt := func() time.Time {
+		var at time.Time
+		if err := st.Pool.QueryRow(context.Background(), `SELECT remind_at FROM notifications WHERE link_id = $1`, l.ID).Scan(&at); err != nil {
+			t.Fatal(err)
+		}
+		return at
+	}
+	if d := time.Until(remindAt()) - 48*time.Hour; d.Abs() > time.Minute {
+		t.Fatalf("reminder at %v, want in 48 h", remindAt())
+	}
+	if r := patch(t, st, key, l.ID, map[string]any{"expires_at": future(120 * time.Hour)}); r.Status != 200 {
+		t.Fatalf("more time: %d %s", r.Status, r.Body)
+	}
+	if d := time.Until(remindAt()) - 96*time.Hour; d.Abs() > time.Minute {
+		t.Fatalf("reminder at %v after more time, want in 96 h", remindAt())
+	}
 }

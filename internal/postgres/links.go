@@ -360,6 +360,13 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 		if err != nil {
 			return fmt.Errorf("update link: %w", err)
 		}
+		if !nl.ExpiresAt.Equal(l.ExpiresAt) {
+			// Reminders still to come keep their distance from the expiry.
+			if _, err := tx.Exec(ctx, `UPDATE notifications SET remind_at = remind_at + ($2::timestamptz - $3::timestamptz)
+				WHERE link_id = $1 AND remind_at IS NOT NULL`, id, nl.ExpiresAt, l.ExpiresAt); err != nil {
+				return fmt.Errorf("move reminders: %w", err)
+			}
+		}
 		return insertEvents(ctx, tx, events.Must(events.LinkUpdated, ownerID, id, actor,
 			events.UpdatedData{Changed: changed, Status: nl.Status}))
 	})
