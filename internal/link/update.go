@@ -24,11 +24,12 @@ type Patch struct {
 }
 
 // Update changes a link in place: its expiry, access limit, title,
-// message or networks. The link's status follows: a later expiry brings an
-// expired link back, a higher limit an exhausted one (under the same URL,
-// as owners ask of share links they let lapse), and a limit equal to the
-// accesses already counted exhausts it (a lower one is refused). A revoked link stays revoked:
-// revoking is the owner's promise that the URL is dead.
+// message or networks. The link's status follows: a later expiry brings
+// an expired link back, a higher limit an exhausted one (under the same
+// URL, as owners ask of share links they let lapse), and a limit equal to
+// the accesses already counted exhausts it (a lower one is refused). A
+// revoked link stays revoked: revoking is the owner's promise that the
+// URL is dead.
 func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (View, error) {
 	now := s.now()
 	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil {
