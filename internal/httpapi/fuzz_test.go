@@ -28,7 +28,7 @@ type fuzzRoute struct {
 
 var fuzzRoutes = []fuzzRoute{
 	{"POST", "/v1/links", true, false, nil},
-	{"GET", "/v1/links", true, false, []string{"status", "link_type", "target_id", "order_by", "order", "size", "recipient", "last"}},
+	{"GET", "/v1/links", true, false, []string{"status", "link_type", "target_id", "order_by", "order", "size", "recipient", "last", "tag"}},
 	{"GET", "/v1/links/{id}", true, false, nil},
 	{"DELETE", "/v1/links/{id}", true, false, nil},
 	{"POST", "/v1/links/revoke", true, false, nil},
@@ -149,6 +149,9 @@ func FuzzAPI(f *testing.F) {
 		{9, 0, 0, "", "last", "eyJvIjoib2NjdXJyZWRfYXQiLCJkIjp0cnVlLCJ0IjoiMjAyNi0wMS0wMVQwMDowMDowMFoiLCJpIjoieCJ9", ""},
 		{5, 0, 0, "", "", "", `{"link_ids":["` + ft.ids[2] + `"],"recipients":["bob@example.com"],"message":"a\u0000"}`},
 		{1, 0, 0, "", "size", "5", ""},
+		{1, 0, 0, "", "tag", "legal", ""},
+		{4, 0, 0, "", "", "", `{"tag":"legal"}`},
+		{0, 0, 0, "", "", "", string(link(func(s map[string]any) { s["tags"] = []string{"legal", "q3"} }))},
 		{1, 0, 0, "", "status", "active", ""},
 		{1, 0, 0, "", "recipient", "jane@example.com", ""},
 		{1, 0, 0, "", "last", "eyJ4IjoxfQ", ""},

@@ -35,6 +35,7 @@ type linkJSON struct {
 	RevokedAt       *time.Time        `json:"revoked_at"`
 	LastAccessedAt  *time.Time        `json:"last_accessed_at"`
 	AllowedNetworks []string          `json:"allowed_networks"`
+	Tags            []string          `json:"tags"`
 }
 
 func toLinkJSON(v link.View) linkJSON {
@@ -44,6 +45,10 @@ func toLinkJSON(v link.View) linkJSON {
 		Authenticator: authenticatorJSON{AuthType: v.AuthType, AuthContext: link.MaskRecipient(v.AuthType, v.Recipient)},
 		Title:         v.Title, Message: v.Message, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC(),
 		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt, AllowedNetworks: make([]string, len(v.AllowedNetworks)),
+		Tags: v.Tags,
+	}
+	if j.Tags == nil {
+		j.Tags = []string{}
 	}
 	for i, p := range v.AllowedNetworks {
 		j.AllowedNetworks[i] = p.String()
@@ -105,11 +110,13 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, o link.Owner
 		Title           *string         `json:"title"`
 		Message         *string         `json:"message"`
 		AllowedNetworks *[]string       `json:"allowed_networks"`
+		Tags            *[]string       `json:"tags"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	p := link.Patch{ExpiresAt: body.ExpiresAt, Title: body.Title, Message: body.Message, AllowedNetworks: body.AllowedNetworks}
+	p := link.Patch{ExpiresAt: body.ExpiresAt, Title: body.Title, Message: body.Message,
+		AllowedNetworks: body.AllowedNetworks, Tags: body.Tags}
 	if len(body.MaxAccessCount) > 0 {
 		p.SetMax = true
 		if string(body.MaxAccessCount) != "null" {
@@ -150,7 +157,7 @@ func parseListQuery(r *http.Request) (link.Query, error) {
 	v := r.URL.Query()
 	for k := range v {
 		switch k {
-		case "status", "link_type", "target_id", "recipient", "order_by", "order", "size", "last":
+		case "status", "link_type", "target_id", "recipient", "tag", "order_by", "order", "size", "last":
 		default:
 			e := apperr.New(apperr.Invalid, "unknown_parameter", "unknown query parameter %q", k)
 			e.Field = k
@@ -158,7 +165,7 @@ func parseListQuery(r *http.Request) (link.Query, error) {
 		}
 	}
 	q := link.Query{
-		Status: v.Get("status"), LinkType: v.Get("link_type"), TargetID: v.Get("target_id"),
+		Status: v.Get("status"), LinkType: v.Get("link_type"), TargetID: v.Get("target_id"), Tag: v.Get("tag"),
 		OrderBy: v.Get("order_by"), Size: 20, Desc: true,
 	}
 	if err := textParams(v); err != nil {
@@ -241,15 +248,22 @@ func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 	var body struct {
 		IDs      []string `json:"ids"`
 		TargetID *string  `json:"target_id"`
+		Tag      *string  `json:"tag"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	if body.TargetID != nil {
-		if body.IDs != nil {
-			return apperr.Field("target_id", "invalid_revoke", "send ids or target_id, not both")
+	if (body.IDs != nil) && (body.TargetID != nil || body.Tag != nil) || (body.TargetID != nil && body.Tag != nil) {
+		return apperr.New(apperr.Invalid, "invalid_revoke", "send one of ids, target_id or tag")
+	}
+	if body.TargetID != nil || body.Tag != nil {
+		var revoked []string
+		var err error
+		if body.TargetID != nil {
+			revoked, err = s.svc.RevokeTarget(r.Context(), o, *body.TargetID)
+		} else {
+			revoked, err = s.svc.RevokeTag(r.Context(), o, *body.Tag)
 		}
-		revoked, err := s.svc.RevokeTarget(r.Context(), o, *body.TargetID)
 		if err != nil {
 			return err
 		}

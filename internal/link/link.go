@@ -75,6 +75,8 @@ type Spec struct {
 	// AllowedNetworks limits recipients to these networks (CIDR prefixes
 	// or addresses); absent: any network.
 	AllowedNetworks []string `json:"allowed_networks"`
+	// Tags are the owner's labels, to list and revoke links by.
+	Tags []string `json:"tags"`
 }
 
 // Policy is the configurable part of validation.
@@ -137,6 +139,7 @@ type Validated struct {
 	Spec     Spec
 	Auths    []Auth
 	Networks []netip.Prefix
+	Tags     []string
 }
 
 // Validate checks one spec; field paths are prefixed with prefix (e.g. "links[3]").
@@ -209,7 +212,11 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	if err != nil {
 		return Validated{}, err
 	}
-	v := Validated{Spec: s, Networks: networks}
+	tags, err := parseTags(f("tags"), s.Tags)
+	if err != nil {
+		return Validated{}, err
+	}
+	v := Validated{Spec: s, Networks: networks, Tags: tags}
 	if len(s.Authenticators) == 0 {
 		if p.ForbidOpenLinks {
 			return Validated{}, apperr.Field(f("authenticators"), "open_links_forbidden", "links without an authenticator are not allowed here")

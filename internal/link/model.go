@@ -39,6 +39,7 @@ type Link struct {
 	// AllowedNetworks limits where recipients may use the link from;
 	// empty: anywhere (see Allows).
 	AllowedNetworks []netip.Prefix
+	Tags            []string // the owner's labels; none is nil
 }
 
 // Notification is one "Open" message to one recipient about one link.
@@ -66,6 +67,7 @@ type Query struct {
 	LinkType  string
 	TargetID  string
 	Recipient string
+	Tag       string
 	OrderBy   string // created_at | expires_at
 	Desc      bool
 	Size      int

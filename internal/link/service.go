@@ -28,6 +28,7 @@ type Store interface {
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
 	UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor, apply func(Link) (Link, []string, error)) (Link, error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
+	RevokeTag(ctx context.Context, owner Owner, tag string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
 	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event, idem *Idempotency) error
 	OwnedNotifications(ctx context.Context, ownerID string, ids []string) ([]Notification, error)
@@ -175,7 +176,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				Status: StatusActive, LinkType: v.Spec.LinkType, AuthType: a.Type, Recipient: a.Recipient,
 				Targets: v.Spec.Targets, ExpiresAt: v.Spec.ExpiresAt.UTC(), MaxAccessCount: v.Spec.MaxAccessCount,
 				Title: v.Spec.Title, Message: v.Spec.Message, CreatedAt: now, UpdatedAt: now,
-				AllowedNetworks: v.Networks,
+				AllowedNetworks: v.Networks, Tags: v.Tags,
 			}
 			if a.Type == AuthPassword {
 				h, err := s.hasher.Hash(ctx, a.Password)
@@ -287,6 +288,22 @@ func (s *Service) RevokeTarget(ctx context.Context, owner Owner, targetID string
 		return nil, apperr.Field("target_id", "invalid_target", "target_id is a target id: 1 to %d bytes of text", MaxTargetID)
 	}
 	revoked, err := s.store.RevokeTarget(ctx, owner, targetID, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
+	if err != nil {
+		return nil, err
+	}
+	if revoked == nil {
+		revoked = []string{}
+	}
+	return revoked, nil
+}
+
+// RevokeTag revokes every active link of the owner tagged tag and returns
+// their ids.
+func (s *Service) RevokeTag(ctx context.Context, owner Owner, tag string) ([]string, error) {
+	if err := checkTag("tag", tag); err != nil {
+		return nil, err
+	}
+	revoked, err := s.store.RevokeTag(ctx, owner, tag, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
 	if err != nil {
 		return nil, err
 	}

@@ -21,6 +21,7 @@ type Patch struct {
 	Title           *string
 	Message         *string
 	AllowedNetworks *[]string
+	Tags            *[]string
 }
 
 // Update changes a link in place: its expiry, access limit, title,
@@ -32,8 +33,8 @@ type Patch struct {
 // URL is dead.
 func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (View, error) {
 	now := s.now()
-	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil {
-		return View{}, apperr.New(apperr.Invalid, "empty_update", "send at least one of expires_at, max_access_count, title, message, allowed_networks")
+	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil && p.Tags == nil {
+		return View{}, apperr.New(apperr.Invalid, "empty_update", "send at least one of expires_at, max_access_count, title, message, allowed_networks, tags")
 	}
 	if p.ExpiresAt != nil {
 		if !p.ExpiresAt.After(now) {
@@ -55,6 +56,12 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 	nets, err := s.patchNetworks(p)
 	if err != nil {
 		return View{}, err
+	}
+	var tags []string
+	if p.Tags != nil {
+		if tags, err = parseTags("tags", *p.Tags); err != nil {
+			return View{}, err
+		}
 	}
 	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
 	l, err := s.store.UpdateLink(ctx, owner.ID, id, actor, func(l Link) (Link, []string, error) {
@@ -87,6 +94,10 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 		if p.AllowedNetworks != nil && !slices.Equal(nets, l.AllowedNetworks) {
 			l.AllowedNetworks = nets
 			changed = append(changed, "allowed_networks")
+		}
+		if p.Tags != nil && !slices.Equal(tags, l.Tags) {
+			l.Tags = tags
+			changed = append(changed, "tags")
 		}
 		switch {
 		case l.MaxAccessCount != nil && l.AccessCount >= *l.MaxAccessCount:

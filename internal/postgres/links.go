@@ -20,7 +20,7 @@ import (
 
 const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status, link_type, auth_type,
 	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
-	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks`
+	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks, tags`
 
 // scanLink reads linkColumns, then any extra columns into extra.
 func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
@@ -51,7 +51,7 @@ func (r *linkRow) dest(extra ...any) []any {
 	return append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
 		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
 		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt,
-		&l.AllowedNetworks}, extra...)
+		&l.AllowedNetworks, &l.Tags}, extra...)
 }
 
 // scan is a batch callback: no row is not an error, and an attempt that
@@ -94,10 +94,10 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 			return fmt.Errorf("marshal targets: %w", err)
 		}
 		b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
-			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks)
-			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14)`,
+			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks, tags)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14, $15)`,
 			l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
-			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks))
+			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks), tagsArg(l.Tags))
 	}
 	queueNotifications(b, notes)
 	if err := queueEvents(b, evs); err != nil {
@@ -152,6 +152,9 @@ func (s *Store) ListLinks(ctx context.Context, ownerID string, q link.Query) ([]
 	}
 	if q.Recipient != "" {
 		where = append(where, "recipient = "+arg(q.Recipient))
+	}
+	if q.Tag != "" {
+		where = append(where, "tags @> ARRAY["+arg(q.Tag)+"::text]")
 	}
 	filter := strings.Join(where, " AND ")
 	var count int
@@ -227,16 +230,28 @@ func (s *Store) RevokeTarget(ctx context.Context, owner link.Owner, targetID str
 	if err != nil {
 		return nil, fmt.Errorf("encode target: %w", err)
 	}
+	return s.revokeWhere(ctx, owner, "targets @> $2::jsonb", string(t), actor)
+}
+
+// RevokeTag revokes every active link of the owner tagged tag and returns
+// their ids.
+func (s *Store) RevokeTag(ctx context.Context, owner link.Owner, tag string, actor events.Actor) ([]string, error) {
+	return s.revokeWhere(ctx, owner, "tags @> ARRAY[$2::text]", tag, actor)
+}
+
+// revokeWhere revokes, in one transaction, every active link of the owner
+// that cond (SQL on links, its argument $2) matches, and returns their ids.
+func (s *Store) revokeWhere(ctx context.Context, owner link.Owner, cond string, arg any, actor events.Actor) ([]string, error) {
 	var revoked []string
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `SELECT id::text FROM links WHERE owner_id = $1 AND targets @> $2::jsonb AND status = 'active'
-			ORDER BY id FOR UPDATE`, owner.ID, string(t))
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT id::text FROM links WHERE owner_id = $1 AND `+cond+` AND status = 'active'
+			ORDER BY id FOR UPDATE`, owner.ID, arg)
 		if err != nil {
-			return fmt.Errorf("lock links of target: %w", err)
+			return fmt.Errorf("lock links to revoke: %w", err)
 		}
 		revoked, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		if err != nil {
-			return fmt.Errorf("lock links of target: %w", err)
+			return fmt.Errorf("lock links to revoke: %w", err)
 		}
 		return revokeLocked(ctx, tx, owner, revoked, actor)
 	})
@@ -353,10 +368,10 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 			status = link.StatusActive
 		}
 		err = tx.QueryRow(ctx, `UPDATE links SET expires_at = $2, max_access_count = $3, title = $4, message = $5,
-			allowed_networks = $6, status = $7, updated_at = now(),
+			allowed_networks = $6, status = $7, tags = $8, updated_at = now(),
 			ended_at = CASE WHEN $7 = 'active' THEN NULL ELSE coalesce(ended_at, now()) END
 			WHERE id = $1 RETURNING updated_at`,
-			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status).Scan(&out.UpdatedAt)
+			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status, tagsArg(nl.Tags)).Scan(&out.UpdatedAt)
 		if err != nil {
 			return fmt.Errorf("update link: %w", err)
 		}
@@ -371,4 +386,13 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 			events.UpdatedData{Changed: changed, Status: nl.Status}))
 	})
 	return out, err
+}
+
+// tagsArg is a link's tags as a parameter: NULL for none, so untagged
+// links stay out of the tags index.
+func tagsArg(t []string) any {
+	if len(t) == 0 {
+		return nil
+	}
+	return t
 }
