@@ -151,6 +151,7 @@ func FuzzAPI(f *testing.F) {
 		{1, 0, 0, "", "size", "5", ""},
 		{1, 0, 0, "", "tag", "legal", ""},
 		{4, 0, 0, "", "", "", `{"tag":"legal"}`},
+		{4, 0, 0, "", "", "", `{"recipient":"jane@example.com"}`},
 		{0, 0, 0, "", "", "", string(link(func(s map[string]any) { s["tags"] = []string{"legal", "q3"} }))},
 		{1, 0, 0, "", "status", "active", ""},
 		{1, 0, 0, "", "recipient", "jane@example.com", ""},

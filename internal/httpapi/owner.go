@@ -246,23 +246,33 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request, o link.Owner
 
 func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
 	var body struct {
-		IDs      []string `json:"ids"`
-		TargetID *string  `json:"target_id"`
-		Tag      *string  `json:"tag"`
+		IDs       []string `json:"ids"`
+		TargetID  *string  `json:"target_id"`
+		Tag       *string  `json:"tag"`
+		Recipient *string  `json:"recipient"`
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	if (body.IDs != nil) && (body.TargetID != nil || body.Tag != nil) || (body.TargetID != nil && body.Tag != nil) {
-		return apperr.New(apperr.Invalid, "invalid_revoke", "send one of ids, target_id or tag")
+	given := 0
+	for _, set := range []bool{body.IDs != nil, body.TargetID != nil, body.Tag != nil, body.Recipient != nil} {
+		if set {
+			given++
+		}
 	}
-	if body.TargetID != nil || body.Tag != nil {
+	if given != 1 {
+		return apperr.New(apperr.Invalid, "invalid_revoke", "send one of ids, target_id, tag or recipient")
+	}
+	if body.IDs == nil {
 		var revoked []string
 		var err error
-		if body.TargetID != nil {
+		switch {
+		case body.TargetID != nil:
 			revoked, err = s.svc.RevokeTarget(r.Context(), o, *body.TargetID)
-		} else {
+		case body.Tag != nil:
 			revoked, err = s.svc.RevokeTag(r.Context(), o, *body.Tag)
+		default:
+			revoked, err = s.svc.RevokeRecipient(r.Context(), o, *body.Recipient)
 		}
 		if err != nil {
 			return err

@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
 func withTags(tags ...string) func(map[string]any) {
@@ -116,5 +118,55 @@ func TestTagsListAndRevokeLinks(t *testing.T) {
 	}
 	if got := ids("tag=y"); len(got) != 0 {
 		t.Errorf("tag=y after untagging: %v", got)
+	}
+}
+
+// Every active link made for one recipient is revoked in one call (they
+// left; the number changed hands), the address given in any form the
+// create accepts; other recipients' and other owners' links stay.
+func TestRevokeEveryLinkOfARecipient(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	other := st.OwnerKey(t, "other-"+t.Name())
+	to := func(auth, addr string) map[string]any {
+		return spec(func(s map[string]any) {
+			s["authenticators"] = []any{map[string]any{"auth_type": auth, "auth_context": addr}}
+		})
+	}
+	ls := create(t, st, key, to("email_otp", "ann@example.com"), to("email_otp", "ann@example.com"),
+		to("email_otp", "bob@example.com"), to("sms_otp", "+442071838750"))
+	theirs := create(t, st, other, to("email_otp", "ann@example.com"))[0]
+	revoke := func(body map[string]any) ([]string, testkit.Response) {
+		t.Helper()
+		r := st.Do(t, "POST", "/v1/links/revoke", key, body)
+		var out struct{ Revoked []string }
+		if r.Status == 200 {
+			r.JSON(t, &out)
+		}
+		slices.Sort(out.Revoked)
+		return out.Revoked, r
+	}
+	want := []string{ls[0].ID, ls[1].ID}
+	slices.Sort(want)
+	if got, r := revoke(map[string]any{"recipient": "ann@example.com"}); r.Status != 200 || !slices.Equal(got, want) {
+		t.Fatalf("revoke ann's: %d %s, want %v", r.Status, r.Body, want)
+	}
+	if got, r := revoke(map[string]any{"recipient": "+44 20 7183 8750"}); r.Status != 200 || !slices.Equal(got, []string{ls[3].ID}) {
+		t.Fatalf("revoke the number's: %d %s", r.Status, r.Body)
+	}
+	if _, r := revoke(map[string]any{"recipient": "not an address"}); r.Status != 400 || r.ErrorCode() != "invalid_recipient" {
+		t.Errorf("a malformed recipient: %d %s", r.Status, r.Body)
+	}
+	if _, r := revoke(map[string]any{"recipient": "ann@example.com", "tag": "x"}); r.Status != 400 || r.ErrorCode() != "invalid_revoke" {
+		t.Errorf("recipient and tag: %d %s", r.Status, r.Body)
+	}
+	for _, l := range []struct {
+		key, id string
+	}{{key, ls[2].ID}, {other, theirs.ID}} {
+		var v linkResp
+		st.Do(t, "GET", "/v1/links/"+l.id, l.key, nil).JSON(t, &v)
+		if v.Status != "active" {
+			t.Errorf("link %s: %s, want active", l.id, v.Status)
+		}
 	}
 }

@@ -29,6 +29,7 @@ type Store interface {
 	UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor, apply func(Link) (Link, []string, error)) (Link, error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	RevokeTag(ctx context.Context, owner Owner, tag string, actor events.Actor) ([]string, error)
+	RevokeRecipient(ctx context.Context, owner Owner, recipient string, actor events.Actor) ([]string, error)
 	OwnedLinks(ctx context.Context, ownerID string, ids []string) ([]Link, error)
 	InsertNotifications(ctx context.Context, notes []Notification, evs []events.Event, idem *Idempotency) error
 	OwnedNotifications(ctx context.Context, ownerID string, ids []string) ([]Notification, error)
@@ -287,14 +288,7 @@ func (s *Service) RevokeTarget(ctx context.Context, owner Owner, targetID string
 	if targetID == "" || len(targetID) > MaxTargetID || !IsText(targetID) {
 		return nil, apperr.Field("target_id", "invalid_target", "target_id is a target id: 1 to %d bytes of text", MaxTargetID)
 	}
-	revoked, err := s.store.RevokeTarget(ctx, owner, targetID, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
-	if err != nil {
-		return nil, err
-	}
-	if revoked == nil {
-		revoked = []string{}
-	}
-	return revoked, nil
+	return orEmpty(s.store.RevokeTarget(ctx, owner, targetID, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}))
 }
 
 // RevokeTag revokes every active link of the owner tagged tag and returns
@@ -303,14 +297,35 @@ func (s *Service) RevokeTag(ctx context.Context, owner Owner, tag string) ([]str
 	if err := checkTag("tag", tag); err != nil {
 		return nil, err
 	}
-	revoked, err := s.store.RevokeTag(ctx, owner, tag, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix})
+	return orEmpty(s.store.RevokeTag(ctx, owner, tag, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}))
+}
+
+// RevokeRecipient revokes every active link of the owner made for one
+// recipient (an email address or phone number, as its OTP authenticator
+// names them): someone who left, a number that changed hands.
+func (s *Service) RevokeRecipient(ctx context.Context, owner Owner, recipient string) ([]string, error) {
+	var norm string
+	var err error
+	if strings.HasPrefix(strings.TrimSpace(recipient), "+") {
+		norm, err = NormalizePhone(recipient, s.cfg.Policy.DefaultPhoneZone)
+	} else {
+		norm, err = NormalizeEmail(recipient)
+	}
+	if err != nil {
+		return nil, apperr.Field("recipient", "invalid_recipient", "%s", err.Error())
+	}
+	return orEmpty(s.store.RevokeRecipient(ctx, owner, norm, events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}))
+}
+
+// orEmpty passes on a list of revoked ids, never nil (it is a JSON list).
+func orEmpty(ids []string, err error) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	if revoked == nil {
-		revoked = []string{}
+	if ids == nil {
+		ids = []string{}
 	}
-	return revoked, nil
+	return ids, nil
 }
 
 // Revoke revokes up to MaxSpecs of the owner's links at once.

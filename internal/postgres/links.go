@@ -239,6 +239,12 @@ func (s *Store) RevokeTag(ctx context.Context, owner link.Owner, tag string, act
 	return s.revokeWhere(ctx, owner, "tags @> ARRAY[$2::text]", tag, actor)
 }
 
+// RevokeRecipient revokes every active link of the owner whose OTP
+// recipient is recipient (normalised) and returns their ids.
+func (s *Store) RevokeRecipient(ctx context.Context, owner link.Owner, recipient string, actor events.Actor) ([]string, error) {
+	return s.revokeWhere(ctx, owner, "recipient = $2", recipient, actor)
+}
+
 // revokeWhere revokes, in one transaction, every active link of the owner
 // that cond (SQL on links, its argument $2) matches, and returns their ids.
 func (s *Store) revokeWhere(ctx context.Context, owner link.Owner, cond string, arg any, actor events.Actor) ([]string, error) {
