@@ -22,6 +22,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/delivery"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/mail"
 	"github.com/sharelinks/sharelinks/internal/postgres"
 	"github.com/sharelinks/sharelinks/internal/sms"
@@ -43,6 +44,7 @@ func main() {
 type settings struct {
 	bootstrap.Settings
 	PublicBaseURL  string
+	SMSRegions     string
 	SMTPURL        string
 	MailFrom       string
 	MailSinkDir    string
@@ -77,6 +79,7 @@ func run(ctx context.Context, args []string) error {
 	set.String(&s.TwilioFrom, "TWILIO_FROM", "", "sender number (E.164)")
 	set.String(&s.TwilioService, "TWILIO_MESSAGING_SERVICE_SID", "", "messaging service SID (instead of TWILIO_FROM)")
 	set.String(&s.TwilioAPIURL, "TWILIO_API_URL", "", "override Twilio's API host (tests)")
+	set.String(&s.SMSRegions, "SMS_REGIONS", "", "regions whose numbers may be texted, e.g. US,CA,GB (empty: any); as the api's, and checked again before each text")
 	set.String(&s.SMSSinkDir, "SMS_SINK_DIR", ".data/sms", "dev SMS sink: where messages go when Twilio is not configured")
 	set.String(&s.BrandName, "BRAND_NAME", "sharelinks", "name shown in emails and pages")
 	set.String(&s.BrandLogo, "BRAND_LOGO_URL", "", "https URL of a logo for emails and pages")
@@ -127,6 +130,10 @@ func run(ctx context.Context, args []string) error {
 		texter = sms.NewLogSink(s.SMSSinkDir, w.Log)
 		w.Log.Info("Twilio not configured: SMS are written to the dev SMS sink", "dir", s.SMSSinkDir)
 	}
+	regions, err := link.ParseRegions(s.SMSRegions)
+	if err != nil {
+		return fmt.Errorf("SMS_REGIONS: %w", err)
+	}
 	store := postgres.NewStore(w.Pool, w.Relay.Wake)
 	hooks := webhook.NewDispatcher(store, s.Keys, webhook.Guard{AllowPrivate: s.WebhookPrivate}, webhook.DispatcherConfig{},
 		w.Log, webhook.NewMetrics(w.Registry))
@@ -135,6 +142,7 @@ func run(ctx context.Context, args []string) error {
 			PublicBaseURL: s.PublicBaseURL,
 			Brand:         compose.Brand{Name: s.BrandName, LogoURL: s.BrandLogo, AccentColor: s.BrandAccent},
 			Notify:        delivery.Retry{Base: s.RetryBase, Max: s.RetryMax, Attempts: s.RetryAttempts},
+			SMSRegions:    regions,
 		}, w.Log, delivery.NewMetrics(w.Registry))
 	return w.Run(ctx, func(ctx context.Context) error { return runConsumers(ctx, w, workers, hooks, s) })
 }

@@ -70,6 +70,11 @@ type Config struct {
 	OTP           Retry // default 2s doubling to 10s, 3 attempts: codes are short-lived
 	OTPTTL        time.Duration
 	Lease         time.Duration // how long one send attempt holds a row
+	// SMSRegions are the regions texts may go to (as the api's
+	// SMS_REGIONS; empty: any). The api checks them when a link or send
+	// is made; checked again here, a list tightened after an SMS-pumping
+	// incident also stops the texts and codes already queued.
+	SMSRegions []string
 }
 
 // Metrics are the senders' metrics.
@@ -217,6 +222,11 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 	if st := link.EffectiveStatus(l.Status, l.ExpiresAt, time.Now()); st != link.StatusActive {
 		return w.failNotification(ctx, n, "link is "+st+": not sent")
 	}
+	if n.Channel == "sms" {
+		if err := (link.Policy{SMSRegions: w.cfg.SMSRegions}).SMSAllowed(n.Recipient); err != nil {
+			return w.failNotification(ctx, n, "not sent: "+err.Error())
+		}
+	}
 	reminder := n.Kind == link.KindReminder
 	if reminder && l.AccessCount > 0 {
 		return w.failNotification(ctx, n, "link was opened since the reminder was queued: not sent")
@@ -316,6 +326,9 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 	var providerID string
 	var temporary bool
 	if ch.Channel == "sms" {
+		if err := (link.Policy{SMSRegions: w.cfg.SMSRegions}).SMSAllowed(ch.Recipient); err != nil {
+			return w.failOTP(ctx, ch, "not sent: "+err.Error())
+		}
 		body := compose.OTPSMS(code, w.host, w.cfg.OTPTTL, w.cfg.Brand.Name)
 		providerID, temporary, err = w.send("sms", func() (string, error) { return w.sms.Send(ctx, ch.Recipient, body) })
 	} else {

@@ -46,6 +46,8 @@ type notifierOpts struct {
 	// kill it like a crashed process (see the returned stop's sibling).
 	ownConn bool
 	killed  *func()
+	// smsRegions is the notifier's SMS_REGIONS.
+	smsRegions []string
 }
 
 // startNotifier runs the notifier's two consumers in-process against the
@@ -106,6 +108,7 @@ func startNotifier(t *testing.T, st *testkit.Stack, o notifierOpts) (stop func()
 			Notify:        delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: o.attempts},
 			OTP:           delivery.Retry{Base: o.retryBase, Max: 10 * o.retryBase, Attempts: o.otpAttempts},
 			Lease:         o.lease,
+			SMSRegions:    o.smsRegions,
 		}, quiet, delivery.NewMetrics(reg))
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup

@@ -57,3 +57,33 @@ func TestCodeVerifyOutsideTheLinksNetworks(t *testing.T) {
 		t.Fatalf("the right code from inside: %d %s", r.Status, r.Body)
 	}
 }
+
+// SMS_REGIONS tightened after links were made (an SMS-pumping incident)
+// stops the texts already queued: the notifier checks each number again
+// before it sends, and fails the notification or the code with the
+// reason; numbers still allowed are texted as before.
+func TestNotifierChecksSMSRegionsBeforeEachText(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "o")
+	tw := testkit.StartTwilio(t)
+	startNotifier(t, st, notifierOpts{twilio: tw, smsRegions: []string{"GB"}})
+	gb := createLink(t, st, key, smsOTP("+442071838750"), true)
+	us := createLink(t, st, key, smsOTP("+14155550123"), true)
+	tw.WaitMessages(t, 1, 10*time.Second)
+	n := waitStatus(t, st, key, us.ID, "failed")
+	if n.LastError == nil || !strings.Contains(*n.LastError, "region US") || strings.Contains(*n.LastError, "4155550123") {
+		t.Fatalf("refused text: %+v", n)
+	}
+	waitStatus(t, st, key, gb.ID, "sent")
+	if r := st.Do(t, "POST", us.path()+"/otp", "", nil); r.Status != 202 {
+		t.Fatalf("code request: %d %s", r.Status, r.Body)
+	}
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE status = 'failed' AND last_error LIKE '%region US%'`) == 1
+	}, "the code to the US number fails")
+	time.Sleep(300 * time.Millisecond)
+	if got := tw.Messages(); len(got) != 1 || got[0].To != "+442071838750" {
+		t.Fatalf("texts sent: %+v", got)
+	}
+}
