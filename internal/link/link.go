@@ -193,20 +193,14 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	if s.ExpiresAt == nil {
 		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at is required (RFC 3339)")
 	}
-	if !s.ExpiresAt.After(now) {
-		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at must be in the future")
+	if err := checkExpiry(f("expires_at"), *s.ExpiresAt, now, p); err != nil {
+		return Validated{}, err
 	}
-	if s.ExpiresAt.Sub(now) > p.MaxExpiry {
-		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at at most %s ahead", days(p.MaxExpiry))
+	if err := checkMax(f("max_access_count"), s.MaxAccessCount); err != nil {
+		return Validated{}, err
 	}
-	if s.MaxAccessCount != nil && *s.MaxAccessCount < 1 {
-		return Validated{}, apperr.Field(f("max_access_count"), "invalid_max_access_count", "max_access_count must be at least 1")
-	}
-	if utf8.RuneCountInString(s.Title) > MaxTitle || !IsText(s.Title) {
-		return Validated{}, apperr.Field(f("title"), "invalid_title", "title at most %d characters of text", MaxTitle)
-	}
-	if utf8.RuneCountInString(s.Message) > MaxMessage || !IsText(s.Message) {
-		return Validated{}, apperr.Field(f("message"), "invalid_message", "message at most %d characters of text", MaxMessage)
+	if err := checkTexts(f, s.Title, s.Message); err != nil {
+		return Validated{}, err
 	}
 	networks, err := parseNetworks(f("allowed_networks"), s.AllowedNetworks)
 	if err != nil {
@@ -355,4 +349,35 @@ func days(d time.Duration) string {
 // refuses both, so they are caught here as bad input, not there as a 500.
 func IsText(s string) bool {
 	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// checkExpiry: an expiry is in the future and at most the policy's
+// MaxExpiry ahead (on create and on change alike).
+func checkExpiry(field string, t, now time.Time, p Policy) error {
+	if !t.After(now) {
+		return apperr.Field(field, "invalid_expires_at", "expires_at must be in the future")
+	}
+	if t.Sub(now) > p.MaxExpiry {
+		return apperr.Field(field, "invalid_expires_at", "expires_at at most %s ahead", days(p.MaxExpiry))
+	}
+	return nil
+}
+
+// checkMax: an access limit is at least 1; nil is no limit.
+func checkMax(field string, max *int) error {
+	if max != nil && *max < 1 {
+		return apperr.Field(field, "invalid_max_access_count", "max_access_count must be at least 1, or absent (null) for no limit")
+	}
+	return nil
+}
+
+// checkTexts checks a title and a message, their fields named by f.
+func checkTexts(f func(string) string, title, message string) error {
+	if utf8.RuneCountInString(title) > MaxTitle || !IsText(title) {
+		return apperr.Field(f("title"), "invalid_title", "title at most %d characters of text", MaxTitle)
+	}
+	if utf8.RuneCountInString(message) > MaxMessage || !IsText(message) {
+		return apperr.Field(f("message"), "invalid_message", "message at most %d characters of text", MaxMessage)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"net/netip"
 	"slices"
 	"time"
-	"unicode/utf8"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/events"
@@ -37,21 +36,16 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 		return View{}, apperr.New(apperr.Invalid, "empty_update", "send at least one of expires_at, max_access_count, title, message, allowed_networks, tags")
 	}
 	if p.ExpiresAt != nil {
-		if !p.ExpiresAt.After(now) {
-			return View{}, apperr.Field("expires_at", "invalid_expires_at", "expires_at must be in the future")
-		}
-		if p.ExpiresAt.Sub(now) > s.cfg.Policy.MaxExpiry {
-			return View{}, apperr.Field("expires_at", "invalid_expires_at", "expires_at at most %s ahead", days(s.cfg.Policy.MaxExpiry))
+		if err := checkExpiry("expires_at", *p.ExpiresAt, now, s.cfg.Policy); err != nil {
+			return View{}, err
 		}
 	}
-	if p.SetMax && p.MaxAccessCount != nil && *p.MaxAccessCount < 1 {
-		return View{}, apperr.Field("max_access_count", "invalid_max_access_count", "max_access_count must be at least 1, or null for no limit")
+	if err := checkMax("max_access_count", p.MaxAccessCount); err != nil {
+		return View{}, err
 	}
-	if p.Title != nil && (utf8.RuneCountInString(*p.Title) > MaxTitle || !IsText(*p.Title)) {
-		return View{}, apperr.Field("title", "invalid_title", "title at most %d characters of text", MaxTitle)
-	}
-	if p.Message != nil && (utf8.RuneCountInString(*p.Message) > MaxMessage || !IsText(*p.Message)) {
-		return View{}, apperr.Field("message", "invalid_message", "message at most %d characters of text", MaxMessage)
+	field := func(name string) string { return name }
+	if err := checkTexts(field, deref(p.Title), deref(p.Message)); err != nil {
+		return View{}, err
 	}
 	nets, err := s.patchNetworks(p)
 	if err != nil {
@@ -127,4 +121,12 @@ func sameLimit(a, b *int) bool {
 		return a == b
 	}
 	return *a == *b
+}
+
+// deref is *s, or "" (which every text check passes) for nil.
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
 }
