@@ -203,6 +203,15 @@ func notClaimable(err error) error {
 	return err
 }
 
+// untextable is why a text to phone may not be sent under SMSRegions (it
+// names the number's region, never the number), or "" when it may.
+func (w *Workers) untextable(phone string) string {
+	if err := (link.Policy{SMSRegions: w.cfg.SMSRegions}).SMSAllowed(phone); err != nil {
+		return "not sent: " + err.Error()
+	}
+	return ""
+}
+
 // HandleNotification sends one "Open" notification. A duplicate event for
 // a notification already sent or failed sends nothing.
 func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint64) error {
@@ -223,8 +232,8 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 		return w.failNotification(ctx, n, "link is "+st+": not sent")
 	}
 	if n.Channel == "sms" {
-		if err := (link.Policy{SMSRegions: w.cfg.SMSRegions}).SMSAllowed(n.Recipient); err != nil {
-			return w.failNotification(ctx, n, "not sent: "+err.Error())
+		if reason := w.untextable(n.Recipient); reason != "" {
+			return w.failNotification(ctx, n, reason)
 		}
 	}
 	reminder := n.Kind == link.KindReminder
@@ -326,8 +335,8 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 	var providerID string
 	var temporary bool
 	if ch.Channel == "sms" {
-		if err := (link.Policy{SMSRegions: w.cfg.SMSRegions}).SMSAllowed(ch.Recipient); err != nil {
-			return w.failOTP(ctx, ch, "not sent: "+err.Error())
+		if reason := w.untextable(ch.Recipient); reason != "" {
+			return w.failOTP(ctx, ch, reason)
 		}
 		body := compose.OTPSMS(code, w.host, w.cfg.OTPTTL, w.cfg.Brand.Name)
 		providerID, temporary, err = w.send("sms", func() (string, error) { return w.sms.Send(ctx, ch.Recipient, body) })
