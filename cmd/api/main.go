@@ -6,6 +6,8 @@
 //	api keys create --owner N   create an API key; the key is the last line of stdout
 //	api keys list               list keys (prefixes only)
 //	api keys revoke PREFIX      revoke a key
+//	api verify-audit -keys URL|FILE [-previous EARLIER] EXPORT
+//	                            check an audit export offline
 package main
 
 import (
@@ -50,8 +52,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return migrateCmd(ctx, args, stdout)
 	case "keys":
 		return keysCmd(ctx, args, stdout)
+	case "verify-audit":
+		return verifyAuditCmd(ctx, args, stdout)
 	}
-	return fmt.Errorf("unknown command %q (serve, migrate, keys)", cmd)
+	return fmt.Errorf("unknown command %q (serve, migrate, keys, verify-audit)", cmd)
 }
 
 func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {

@@ -20,6 +20,7 @@ import (
 	"github.com/sharelinks/sharelinks/internal/compose"
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/evidence"
 	"github.com/sharelinks/sharelinks/internal/grant"
 	"github.com/sharelinks/sharelinks/internal/httpapi"
 	"github.com/sharelinks/sharelinks/internal/link"
@@ -162,6 +163,10 @@ func serve(ctx context.Context, args []string) error {
 			SMSRegions: smsRegions},
 		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore,
 	})
+	auditSigner, err := evidence.NewSigner(c.Keys.AuditKey(), strings.TrimRight(c.PublicBaseURL, "/"))
+	if err != nil {
+		return err
+	}
 	ready := obs.NewReadiness()
 	ready.Add("postgres", func(ctx context.Context) error { return pool.Ping(ctx) })
 	ready.Add("nats", func(context.Context) error {
@@ -178,7 +183,7 @@ func serve(ctx context.Context, args []string) error {
 		return fmt.Errorf("BRAND_*: %w", err)
 	}
 	handler := httpapi.New(httpapi.Config{PublicBaseURL: c.PublicBaseURL, Pages: web.New(svc, webCfg), Metrics: metrics,
-		RequestTimeout: c.RequestTimeout, TrustedProxies: proxies},
+		RequestTimeout: c.RequestTimeout, TrustedProxies: proxies, Evidence: auditSigner},
 		svc, hooks, signer, reg, ready, log)
 	srv := &http.Server{
 		Handler:           handler,

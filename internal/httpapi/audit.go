@@ -1,14 +1,20 @@
 package httpapi
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http"
 	"strconv"
 	"time"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/evidence"
 	"github.com/sharelinks/sharelinks/internal/link"
 )
 
@@ -102,4 +108,81 @@ func (s *Server) ownerEvents(w http.ResponseWriter, r *http.Request, o link.Owne
 		return apperr.Field("link_id", "invalid_link_id", "link_id must be a link id")
 	}
 	return s.writeAudit(w, r, o, q)
+}
+
+// auditExport streams a link's sealed audit chain with its head signed
+// (evidence.Export), for an owner to keep as evidence and check offline
+// against /.well-known/sharelinks-audit-keys.json. The rows are written as
+// they are read, so a link with a million events costs no memory.
+func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	for k := range r.URL.Query() {
+		e := apperr.New(apperr.Invalid, "unknown_parameter", "unknown query parameter %q", k)
+		e.Field = k
+		return e
+	}
+	linkID := r.PathValue("id")
+	if !isUUID(linkID) {
+		return apperr.New(apperr.NotFound, "link_not_found", "link not found")
+	}
+	started, first := false, true
+	var bw *bufio.Writer
+	var suffix []byte
+	start := func(head evidence.Head, unsealed int64) error {
+		sig, err := s.cfg.Evidence.Sign(linkID, o.ID, head, time.Now())
+		if err != nil {
+			return err
+		}
+		prefix, err := json.Marshal(evidence.Export{Format: evidence.Format, LinkID: linkID, OwnerID: o.ID,
+			ExportedAt: time.Now().UTC(), Genesis: hex.EncodeToString(evidence.Genesis(linkID)),
+			Head: head, Unsealed: unsealed, Signature: sig})
+		if err != nil {
+			return fmt.Errorf("marshal export: %w", err)
+		}
+		// The document with its entries spliced in as they come: the
+		// marshalled struct ends `"entries":null,...}`; write up to the
+		// array, the entries, then the rest.
+		before, after, ok := bytes.Cut(prefix, []byte(`"entries":null`))
+		if !ok {
+			return errors.New("export layout: no entries field")
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Content-Disposition", `attachment; filename="audit-`+linkID+`.json"`)
+		w.WriteHeader(http.StatusOK)
+		started = true
+		bw = bufio.NewWriterSize(w, 32<<10)
+		_, _ = bw.Write(before)
+		_, _ = bw.WriteString(`"entries":[`)
+		suffix = after
+		return nil
+	}
+	entry := func(e evidence.Entry) error {
+		if !first {
+			_ = bw.WriteByte(',')
+		}
+		first = false
+		raw, err := json.Marshal(e)
+		if err != nil {
+			return fmt.Errorf("marshal entry: %w", err)
+		}
+		_, err = bw.Write(raw)
+		return err
+	}
+	err := s.svc.AuditChain(r.Context(), o, linkID, start, entry)
+	if err != nil && started {
+		s.log.Error("audit export failed mid-stream", "request_id", requestID(r.Context()), "err", err)
+		panic(http.ErrAbortHandler)
+	}
+	if err != nil {
+		return err
+	}
+	_ = bw.WriteByte(']')
+	_, _ = bw.Write(suffix)
+	_ = bw.WriteByte('\n')
+	return bw.Flush()
+}
+
+func (s *Server) auditKeys(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	_, _ = w.Write(s.cfg.Evidence.Keys())
 }

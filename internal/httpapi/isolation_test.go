@@ -86,6 +86,7 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 		"PATCH /v1/links/{id}":             notFound("PATCH", "/v1/links/"+l.ID, map[string]any{"title": "bob was here", "max_access_count": nil}),
 		"GET /v1/links/{id}/notifications": notFound("GET", "/v1/links/"+l.ID+"/notifications", nil),
 		"GET /v1/links/{id}/events":        notFound("GET", "/v1/links/"+l.ID+"/events", nil),
+		"GET /v1/links/{id}/audit/export":  notFound("GET", "/v1/links/"+l.ID+"/audit/export", nil),
 		"GET /v1/notifications/{id}":       notFound("GET", "/v1/notifications/"+note, nil),
 		"GET /v1/events": func(t *testing.T) {
 			seesNone("/v1/events", "events")(t)

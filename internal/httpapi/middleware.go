@@ -140,7 +140,8 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Du
 		r = r.WithContext(ctx)
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
-			if p := recover(); p != nil {
+			p := recover()
+			if p != nil && p != http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as is
 				log.Error("panic in handler", "panic", p, "request_id", id, "route", r.Pattern)
 				if sw.code == 0 {
 					writeError(sw, r, log, apperr.New(apperr.Internal, "internal", "internal error; request id %s", id))
@@ -157,6 +158,11 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Du
 			method := methodLabel(r.Method)
 			m.request(route, method, code)
 			m.Duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
+			if p == http.ErrAbortHandler { //nolint:errorlint // as above
+				// A stream that failed after its 200: the server cuts the
+				// connection, so the client sees an error, not a short body.
+				panic(p)
+			}
 		}()
 		next.ServeHTTP(sw, r)
 	})

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
+	"github.com/sharelinks/sharelinks/internal/evidence"
 	"github.com/sharelinks/sharelinks/internal/grant"
 	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/internal/obs"
@@ -30,6 +31,9 @@ type Config struct {
 	// TrustedProxies are the operator's proxies in front of the api,
 	// whose X-Forwarded-For names the client (see behindProxies).
 	TrustedProxies []netip.Prefix
+	// Evidence signs the heads of audit exports; nil leaves the export
+	// routes out (handlers built for other tests).
+	Evidence *evidence.Signer
 }
 
 // Pages is the recipient web experience (HTML, forms, assets), mounted
@@ -87,6 +91,10 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.Handle("GET /s/{token}/targets", s.recipient(s.targets))
 	mux.Handle("GET /s/{token}/open", s.recipient(s.open))
 	mux.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	if cfg.Evidence != nil {
+		mux.Handle("GET /v1/links/{id}/audit/export", owner(s.auditExport))
+		mux.HandleFunc("GET /.well-known/sharelinks-audit-keys.json", s.auditKeys)
+	}
 
 	if cfg.Pages != nil {
 		cfg.Pages.Register(mux)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/sharelinks/sharelinks/internal/apperr"
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/evidence"
 	"github.com/sharelinks/sharelinks/internal/grant"
 	"github.com/sharelinks/sharelinks/internal/password"
 	"github.com/sharelinks/sharelinks/internal/secret"
@@ -47,6 +48,8 @@ type Store interface {
 	AttemptCode(ctx context.Context, a CodeAttempt) (CodeOutcome, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
+	AuditChain(ctx context.Context, ownerID, linkID string,
+		start func(head evidence.Head, unsealed int64) error, entry func(evidence.Entry) error) error
 }
 
 // Config is the service's behaviour that operators set.
@@ -864,6 +867,14 @@ func (s *Service) OpenDirect(ctx context.Context, token, targetID string, actor 
 		return Opened{}, err
 	}
 	return o, nil
+}
+
+// AuditChain streams a link's sealed audit chain (see evidence): start
+// gets its head and the count of events not sealed yet, entry each sealed
+// event in order. It works for purged links too: their trail stays.
+func (s *Service) AuditChain(ctx context.Context, owner Owner, linkID string,
+	start func(head evidence.Head, unsealed int64) error, entry func(evidence.Entry) error) error {
+	return s.store.AuditChain(ctx, owner.ID, linkID, start, entry)
 }
 
 // Audit returns a page of the owner's audit trail (newest first) and the

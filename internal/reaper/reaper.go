@@ -28,6 +28,8 @@ type Store interface {
 	StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	ReemitStuckNotifications(ctx context.Context, fresh, stale time.Duration, batch int) (int, error)
 	ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error)
+	SealAudit(ctx context.Context, batch int) (int, error)
+	AuditSealLag(ctx context.Context) (time.Duration, error)
 }
 
 // Expiry defaults, measured on 2 cores (BENCHMARKS.md, session 3): for a
@@ -68,6 +70,8 @@ func (c Config) withDefaults() Config {
 type Metrics struct {
 	Expired  prometheus.Counter
 	Reminded prometheus.Counter
+	Sealed   prometheus.Counter
+	SealLag  prometheus.Gauge
 	Duration *prometheus.HistogramVec
 	Last     *prometheus.GaugeVec
 	Repairs  *prometheus.CounterVec
@@ -81,6 +85,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}),
 		Reminded: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sharelinks_reaper_reminders_total", Help: "Reminders queued to recipients of links not opened before they expire.",
+		}),
+		Sealed: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sharelinks_audit_events_sealed_total", Help: "Audit events sealed into their link's hash chain.",
+		}),
+		SealLag: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "sharelinks_audit_seal_lag_seconds",
+			Help: "Age of the oldest audit event not sealed yet (0: all sealed), as of this reaper's last sweep.",
 		}),
 		Duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "sharelinks_reaper_sweep_duration_seconds", Help: "Duration of one sweep, by sweep.",
@@ -96,7 +107,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, k := range []string{"outbox_republish", "notification_reemit", "otp_reemit"} {
 		m.Repairs.WithLabelValues(k)
 	}
-	reg.MustRegister(m.Expired, m.Reminded, m.Duration, m.Last, m.Repairs)
+	reg.MustRegister(m.Expired, m.Reminded, m.Sealed, m.SealLag, m.Duration, m.Last, m.Repairs)
 	return m
 }
 
@@ -192,6 +203,18 @@ func (r *Reaper) RunOnce(ctx context.Context) {
 	r.sweep(ctx, "expire_idempotency_keys", func(ctx context.Context) (int, error) { return r.store.DeleteOldIdempotencyKeys(ctx, b) })
 	if r.cfg.Retention > 0 {
 		r.sweep(ctx, "purge", func(ctx context.Context) (int, error) { return r.store.PurgeEnded(ctx, r.cfg.Retention, b) })
+	}
+	// Sealing follows the sweeps, so the events they wrote this round are
+	// sealed this round (their transactions have ended).
+	r.sweep(ctx, "seal_audit", func(ctx context.Context) (int, error) {
+		n, err := r.store.SealAudit(ctx, b)
+		r.metrics.Sealed.Add(float64(n))
+		return n, err
+	})
+	if lag, err := r.store.AuditSealLag(ctx); err == nil {
+		r.metrics.SealLag.Set(lag.Seconds())
+	} else if !errors.Is(err, context.Canceled) {
+		r.log.Error("read audit seal lag", "err", err)
 	}
 	r.repair(ctx, "outbox_republish", func(ctx context.Context) (int, error) { return r.store.StaleOutbox(ctx, r.cfg.StaleOutbox) })
 	r.repair(ctx, "notification_reemit", func(ctx context.Context) (int, error) {

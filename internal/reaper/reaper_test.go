@@ -114,6 +114,13 @@ func TestExpiresDueLinksWithOneEventEach(t *testing.T) {
 	}
 	testkit.Eventually(t, 5*time.Second, func() bool { return testutil.ToFloat64(m.Expired) == 30 },
 		"expired metric reaches 30 (now %v)", testutil.ToFloat64(m.Expired))
+	// The sweep's link.expired events are sealed into their links' chains
+	// by the same reaper, one chain of one event per link.
+	testkit.Eventually(t, 5*time.Second, func() bool {
+		return count(t, b, `SELECT count(*) FROM audit_seals s JOIN audit_events a ON a.id = s.event_id
+			WHERE a.type = 'link.expired' AND s.seq = 1`) == 30 && testutil.ToFloat64(m.Sealed) == 30 &&
+			testutil.ToFloat64(m.SealLag) == 0
+	}, "30 link.expired events sealed (metric %v, lag %v)", testutil.ToFloat64(m.Sealed), testutil.ToFloat64(m.SealLag))
 	// A link that expires later is picked up by a later interval.
 	if _, err := b.pool.Exec(ctx, `UPDATE links SET expires_at = now() WHERE status = 'active'`); err != nil {
 		t.Fatal(err)

@@ -29,6 +29,7 @@ type Keys struct {
 	request   []byte // HMAC key for idempotent requests' fingerprints
 	aead      cipher.AEAD
 	grantSeed []byte // Ed25519 seed for grant signing
+	auditSeed []byte // Ed25519 seed for signed audit-chain heads
 }
 
 // Parse decodes a base64 (std or URL, padded or not) master secret and
@@ -71,6 +72,9 @@ func derive(master []byte) (*Keys, error) {
 	}
 	if k.grantSeed, err = key("grant-ed25519"); err != nil {
 		return nil, fmt.Errorf("derive grant key: %w", err)
+	}
+	if k.auditSeed, err = key("audit-ed25519"); err != nil {
+		return nil, fmt.Errorf("derive audit key: %w", err)
 	}
 	enc, err := key("token-encryption")
 	if err != nil {
@@ -183,6 +187,9 @@ func (k *Keys) Open(sealed, aad []byte) ([]byte, error) {
 
 // GrantKey is the Ed25519 private key grants are signed with.
 func (k *Keys) GrantKey() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(k.grantSeed) }
+
+// AuditKey is the Ed25519 private key audit exports' heads are signed with.
+func (k *Keys) AuditKey() ed25519.PrivateKey { return ed25519.NewKeyFromSeed(k.auditSeed) }
 
 // APIKeyHash hashes an API key for storage. Keys carry 192 random bits, so an
 // unsalted SHA-256 is enough (NIST 800-63B 5.1.2.2); it is deliberately not

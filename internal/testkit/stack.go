@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sharelinks/sharelinks/internal/events"
+	"github.com/sharelinks/sharelinks/internal/evidence"
 	"github.com/sharelinks/sharelinks/internal/grant"
 	"github.com/sharelinks/sharelinks/internal/httpapi"
 	"github.com/sharelinks/sharelinks/internal/link"
@@ -113,6 +114,10 @@ func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack 
 	if err != nil {
 		tb.Fatal(err)
 	}
+	auditSigner, err := evidence.NewSigner(keys.AuditKey(), srv.URL)
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cfg := link.Config{PublicBaseURL: srv.URL, Policy: link.Policy{MaxExpiry: 365 * 24 * time.Hour}}
 	for _, o := range opts {
 		o(&cfg)
@@ -124,7 +129,8 @@ func NewStack(tb testing.TB, dbURL, natsURL string, opts ...StackOption) *Stack 
 	hooks := webhook.NewService(store, keys, webhook.Guard{AllowPrivate: true})
 	metrics := httpapi.NewMetrics(reg)
 	pages := web.New(svc, web.Config{PublicBaseURL: srv.URL, Log: log, Observer: metrics})
-	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL, Pages: pages, Metrics: metrics, RequestTimeout: 30 * time.Second},
+	srv.Config.Handler = httpapi.New(httpapi.Config{PublicBaseURL: srv.URL, Pages: pages, Metrics: metrics, RequestTimeout: 30 * time.Second,
+		Evidence: auditSigner},
 		svc, hooks, signer, reg, ready, log)
 	rctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})

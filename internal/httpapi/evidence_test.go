@@ -1,0 +1,152 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/sharelinks/sharelinks/internal/evidence"
+	"github.com/sharelinks/sharelinks/internal/testkit"
+)
+
+func sealAudit(t *testing.T, st *testkit.Stack) {
+	t.Helper()
+	testkit.Eventually(t, 30e9, func() bool {
+		n, err := st.Store.SealAudit(context.Background(), 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lag, err := st.Store.AuditSealLag(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n == 0 && lag == 0
+	}, "audit events still unsealed")
+}
+
+func exportAudit(t *testing.T, st *testkit.Stack, key, linkID string) (evidence.Export, []byte) {
+	t.Helper()
+	r := st.Do(t, "GET", "/v1/links/"+linkID+"/audit/export", key, nil)
+	if r.Status != 200 {
+		t.Fatalf("export: %d %s", r.Status, r.Body)
+	}
+	var e evidence.Export
+	r.JSON(t, &e)
+	return e, r.Body
+}
+
+// The whole path an owner takes: events happen, the reaper seals them,
+// the export verifies offline with the published keys; then someone with
+// the database edits an event, and the next export no longer verifies.
+func TestAuditExportVerifiesAndShowsTampering(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	l := create(t, st, key, spec(withPassword("correct horse battery")))[0]
+	if r, _ := verify(t, st, l, map[string]string{"password": "wrong wrong wrong"}); r.Status != 401 {
+		t.Fatal(r.Status)
+	}
+	r, access := verify(t, st, l, map[string]string{"password": "correct horse battery"})
+	if r.Status != 200 {
+		t.Fatal(r.Status)
+	}
+	if r := st.Do(t, "GET", l.path()+"/open", access, nil); r.Status != 302 {
+		t.Fatal(r.Status)
+	}
+	sealAudit(t, st)
+	keys := st.Do(t, "GET", "/.well-known/sharelinks-audit-keys.json", "", nil)
+	if keys.Status != 200 {
+		t.Fatal(keys.Status)
+	}
+	if strings.Contains(string(st.Do(t, "GET", "/.well-known/jwks.json", "", nil).Body), "audit-") {
+		t.Fatal("the audit key is in the grants' JWKS: storage would accept what it signs")
+	}
+
+	first, raw := exportAudit(t, st, key, l.ID)
+	head, err := evidence.Verify(raw, keys.Body)
+	if err != nil {
+		t.Fatalf("untouched export: %v", err)
+	}
+	var types []string
+	for _, e := range first.Entries {
+		var rec struct {
+			Type   string `json:"type"`
+			LinkID string `json:"link_id"`
+		}
+		if err := json.Unmarshal([]byte(e.Record), &rec); err != nil || rec.LinkID != l.ID {
+			t.Fatalf("record %q: %v", e.Record, err)
+		}
+		types = append(types, rec.Type)
+	}
+	if got := strings.Join(types, ","); got != "link.created,link.verify_failed,link.verified,link.opened" || head.Seq != 4 || first.Unsealed != 0 {
+		t.Fatalf("chain %s, head seq %d, unsealed %d", got, head.Seq, first.Unsealed)
+	}
+
+	// A new event is in the trail at once and in the chain after sealing;
+	// meanwhile the export still verifies and says what is pending.
+	if r := st.Do(t, "DELETE", "/v1/links/"+l.ID, key, nil); r.Status != 200 && r.Status != 204 {
+		t.Fatalf("revoke: %d %s", r.Status, r.Body)
+	}
+	pending, raw := exportAudit(t, st, key, l.ID)
+	if _, err := evidence.Verify(raw, keys.Body); err != nil || pending.Unsealed != 1 || pending.Head.Seq != 4 {
+		t.Fatalf("with one event pending: %v, unsealed %d, seq %d", err, pending.Unsealed, pending.Head.Seq)
+	}
+	sealAudit(t, st)
+	second, raw2 := exportAudit(t, st, key, l.ID)
+	if _, err := evidence.Verify(raw2, keys.Body); err != nil || second.Head.Seq != 5 {
+		t.Fatalf("after the revoke: %v, seq %d", err, second.Head.Seq)
+	}
+	firstRaw, _ := json.Marshal(first)
+	if err := evidence.Extends(firstRaw, raw2); err != nil {
+		t.Fatalf("the later export does not extend the earlier: %v", err)
+	}
+
+	// Someone with the database rewrites what the recipient did.
+	if _, err := st.Pool.Exec(context.Background(), `UPDATE audit_events SET actor = jsonb_set(actor, '{ip}', '"203.0.113.9"')
+		WHERE link_id = $1 AND type = 'link.opened'`, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, raw3 := exportAudit(t, st, key, l.ID)
+	if _, err := evidence.Verify(raw3, keys.Body); !errors.Is(err, evidence.ErrTampered) {
+		t.Fatalf("an edited event verified: %v", err)
+	}
+	// And deletes one.
+	if _, err := st.Pool.Exec(context.Background(), `DELETE FROM audit_events WHERE link_id = $1 AND type = 'link.verify_failed'`, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	_, raw4 := exportAudit(t, st, key, l.ID)
+	if _, err := evidence.Verify(raw4, keys.Body); !errors.Is(err, evidence.ErrTampered) {
+		t.Fatalf("a trail with an event deleted verified: %v", err)
+	}
+}
+
+func TestAuditExportIsTheOwnersOnly(t *testing.T) {
+	t.Parallel()
+	st, key := newStack(t)
+	other := st.OwnerKey(t, "someone else")
+	l := create(t, st, key, spec())[0]
+	for _, c := range []struct {
+		path, key string
+		status    int
+		code      string
+	}{
+		{"/v1/links/" + l.ID + "/audit/export", other, 404, "link_not_found"},
+		{"/v1/links/" + l.ID + "/audit/export", "", 401, "invalid_api_key"},
+		{"/v1/links/not-a-uuid/audit/export", key, 404, "link_not_found"},
+		{"/v1/links/0193a1c4-0000-7000-8000-000000000001/audit/export", key, 404, "link_not_found"},
+		{"/v1/links/" + l.ID + "/audit/export?from=3", key, 400, "unknown_parameter"},
+	} {
+		r := st.Do(t, "GET", c.path, c.key, nil)
+		if r.Status != c.status || r.ErrorCode() != c.code {
+			t.Errorf("GET %s: %d %s, want %d %s", c.path, r.Status, r.Body, c.status, c.code)
+		}
+	}
+	// Before the reaper seals anything, the export is an empty chain with
+	// its events pending, and it verifies.
+	e, raw := exportAudit(t, st, key, l.ID)
+	keys := st.Do(t, "GET", "/.well-known/sharelinks-audit-keys.json", "", nil).Body
+	if _, err := evidence.Verify(raw, keys); err != nil || e.Head.Seq != 0 || e.Unsealed != 1 || len(e.Entries) != 0 {
+		t.Fatalf("unsealed export: %v, %+v", err, e)
+	}
+}
