@@ -3,6 +3,7 @@ package httpapi
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -167,7 +168,11 @@ func (s *Server) auditExport(w http.ResponseWriter, r *http.Request, o link.Owne
 		_, err = bw.Write(raw)
 		return err
 	}
-	err := s.svc.AuditChain(r.Context(), o, linkID, start, entry)
+	ctx, cancel := context.WithTimeout(r.Context(), exportTimeout)
+	defer cancel()
+	// The server's write timeout is sized for ordinary answers.
+	_ = http.NewResponseController(w).SetWriteDeadline(time.Now().Add(exportTimeout))
+	err := s.svc.AuditChain(ctx, o, linkID, start, entry)
 	if err != nil && started {
 		s.log.Error("audit export failed mid-stream", "request_id", requestID(r.Context()), "err", err)
 		panic(http.ErrAbortHandler)

@@ -53,6 +53,8 @@ var fuzzRoutes = []fuzzRoute{
 	{"GET", "/s/{token}/files", false, true, nil},
 	{"GET", "/s/{token}/go", false, true, []string{"target", "open"}},
 	{"PATCH", "/v1/links/{id}", true, false, nil},
+	{"GET", "/v1/links/{id}/audit/export", true, false, nil},
+	{"GET", "/.well-known/sharelinks-audit-keys.json", false, false, nil},
 }
 
 // fuzzTarget is what the fuzzer aims at: the seeded links and webhook.

@@ -226,3 +226,77 @@ func TestSealAuditConcurrentSealersAndWriters(t *testing.T) {
 	}
 	t.Log(fmt.Sprintf("sealed %d during the writes, %d after", during, rest))
 }
+
+// seedAudit bulk-inserts n recorded events spread over links links.
+func seedAudit(b *testing.B, pool *pgxpool.Pool, n, links int) []string {
+	b.Helper()
+	var ids []string
+	err := pool.QueryRow(context.Background(), `
+		WITH l AS (SELECT array_agg(sharelinks_uuid_v7()) AS ids FROM generate_series(1, $2)),
+		ins AS (
+			INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
+			SELECT sharelinks_uuid_v7(), $3, l.ids[1 + g % $2], 'link.opened', now(),
+				'{"type":"recipient","ip":"192.0.2.1","user_agent":"Mozilla/5.0"}',
+				jsonb_build_object('target_id', 'report.pdf', 'grant_id', gen_random_uuid())
+			FROM l, generate_series(1, $1) g
+		)
+		SELECT ids::text[] FROM l`, n, links, chainOwner).Scan(&ids)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return ids
+}
+
+// BenchmarkSealAudit: events sealed per second, 5,000 a statement as the
+// reaper runs it, spread over 1,000 links.
+func BenchmarkSealAudit(b *testing.B) {
+	ctx := context.Background()
+	pool, err := postgres.Open(ctx, testkit.MigratedDB(b), 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	s := postgres.NewStore(pool, nil)
+	seedAudit(b, pool, b.N, 1000)
+	b.ResetTimer()
+	total := 0
+	for total < b.N {
+		n, err := s.SealAudit(ctx, 5000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += n
+	}
+	b.ReportMetric(float64(total)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkAuditExportRead: reading one link's sealed chain as the export
+// does, in entries per second.
+func BenchmarkAuditExportRead(b *testing.B) {
+	ctx := context.Background()
+	pool, err := postgres.Open(ctx, testkit.MigratedDB(b), 4)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(pool.Close)
+	s := postgres.NewStore(pool, nil)
+	const n = 200_000
+	link := seedAudit(b, pool, n, 1)[0]
+	for total := 0; total < n; {
+		k, err := s.SealAudit(ctx, 5000)
+		if err != nil {
+			b.Fatal(err)
+		}
+		total += k
+	}
+	b.ResetTimer()
+	entries := 0
+	for range b.N {
+		err := s.AuditChain(ctx, chainOwner, link, func(evidence.Head, int64) error { return nil },
+			func(evidence.Entry) error { entries++; return nil })
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(entries)/b.Elapsed().Seconds(), "entries/s")
+}
