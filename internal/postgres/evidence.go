@@ -149,13 +149,12 @@ func (s *Store) AuditChain(ctx context.Context, ownerID, linkID string,
 			head.Hash = hex.EncodeToString(hash)
 			head.SealedAt = head.SealedAt.UTC()
 		}
-		var unsealed int64
-		if err := tx.QueryRow(ctx, `SELECT count(*) FROM audit_events a
-			WHERE a.link_id = $1 AND NOT EXISTS (SELECT 1 FROM audit_seals s WHERE s.event_id = a.id)`,
-			linkID).Scan(&unsealed); err != nil {
-			return fmt.Errorf("count unsealed events: %w", err)
+		// Every event of the link is either sealed (seq 1..head) or not yet.
+		var events int64
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM audit_events WHERE link_id = $1`, linkID).Scan(&events); err != nil {
+			return fmt.Errorf("count link events: %w", err)
 		}
-		if err := start(head, unsealed); err != nil {
+		if err := start(head, max(events-head.Seq, 0)); err != nil {
 			return err
 		}
 		// An event deleted from the trail drops out of this join and
