@@ -321,7 +321,7 @@ func linkJSON(t *testing.T, mutate func(map[string]any)) string {
 		"authenticator": map[string]any{"auth_type": "email_otp", "auth_context": "j***@example.com"},
 		"title":         "Q3 report", "message": "",
 		"created_at": "2026-01-01T00:00:00.123456Z", "updated_at": "2026-01-01T00:00:00.123456Z",
-		"revoked_at": nil, "allowed_networks": []any{"203.0.113.0/24"}, "tags": []any{"legal"},
+		"revoked_at": nil, "allowed_networks": []any{"203.0.113.0/24"}, "tags": []any{"legal"}, "not_before": nil,
 	}
 	if mutate != nil {
 		mutate(l)

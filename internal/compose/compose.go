@@ -95,6 +95,8 @@ type NotificationData struct {
 	URL string
 	// ExpiresAt is when the link expires; zero means it does not.
 	ExpiresAt time.Time
+	// OpensAt is when the link opens to recipients; zero (or past) is now.
+	OpensAt time.Time
 	// Now is the reference time for "expires in ..."; zero means time.Now().
 	Now time.Time
 	// AuthType is one of AuthNone, AuthPassword, AuthEmailOTP, AuthSMSOTP.
@@ -129,6 +131,7 @@ type notificationView struct {
 	MessageLines []string
 	URL          string
 	Expiry       string
+	Opens        string
 	Need         string
 	Brand        Brand
 	Reminder     bool
@@ -162,6 +165,7 @@ func Notification(d NotificationData) (subject, text, html string, err error) {
 		Title:  singleLine(d.Title),
 		URL:    d.URL,
 		Expiry: expiryWords(d.ExpiresAt, d.Now),
+		Opens:  opensWords(d.OpensAt, d.Now),
 		Need:   need,
 		Brand:  d.Brand.withDefaults(),
 	}
@@ -180,7 +184,9 @@ func Notification(d NotificationData) (subject, text, html string, err error) {
 		v.Subject = "Reminder: " + v.Heading
 		v.Preheader = "You have not opened the link " + v.Sender + " shared with you yet"
 	}
-	if v.Expiry != "" {
+	if v.Opens != "" {
+		v.Preheader += "; it opens " + v.Opens
+	} else if v.Expiry != "" {
 		v.Preheader += "; it " + v.Expiry
 	}
 	if msg := multiLine(d.Message); msg != "" {
@@ -249,6 +255,11 @@ func NotificationSMS(d NotificationData) string {
 		fmt.Fprintf(&b, "%s shared \"%s\" with you: %s", sender, title, d.URL)
 	} else {
 		fmt.Fprintf(&b, "%s shared a link with you: %s", sender, d.URL)
+	}
+	if opens := opensWords(d.OpensAt, d.Now); opens != "" {
+		// "in 2 days, on ..." → "Opens in 2 days." as for the expiry below.
+		words, _, _ := strings.Cut(opens, ",")
+		b.WriteString("\nOpens " + words + ".")
 	}
 	if expiry := expiryWords(d.ExpiresAt, d.Now); expiry != "" && expiry != "has expired" {
 		// "expires in 3 days, on ..." → "Expires in 3 days." keeps SMS short.

@@ -291,3 +291,29 @@ func TestReminderSaysItIsOne(t *testing.T) {
 		t.Errorf("first message reads as a reminder: %q\n%s", subject, text)
 	}
 }
+
+// A link that opens later says when, in the email (both parts, and the
+// preheader an inbox shows) and in the text; one already open says nothing.
+func TestNotificationSaysWhenALinkOpens(t *testing.T) {
+	t.Parallel()
+	d := baseData()
+	d.OpensAt = d.Now.Add(49 * time.Hour)
+	want := "opens in 2 days, on " + d.OpensAt.UTC().Format("Mon 2 Jan 2006 15:04 MST")
+	_, text, html, err := Notification(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, body := range map[string]string{"text": text, "html": html} {
+		if !strings.Contains(body, "It "+want) {
+			t.Errorf("%s lacks %q:\n%s", name, want, body)
+		}
+	}
+	if sms := NotificationSMS(d); !strings.Contains(sms, "\nOpens in 2 days.") {
+		t.Errorf("sms lacks the start: %q", sms)
+	}
+	d.OpensAt = d.Now.Add(-time.Hour)
+	_, text, _, _ = Notification(d)
+	if strings.Contains(text, "opens") || strings.Contains(NotificationSMS(d), "Opens") {
+		t.Errorf("a link already open says when it opens:\n%s", text)
+	}
+}

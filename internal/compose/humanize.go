@@ -42,6 +42,18 @@ func plural(n int, unit string) string {
 // expiryWords describes when a link expires relative to now, e.g.
 // "expires in 3 days, on Sat 5 Dec 2026 14:00 UTC". It returns "" when the
 // link has no expiry (zero time) and "has expired" when it is already past.
+// opensWords says when a link that is not open yet opens ("in 2 days, on
+// ..."); empty when it is open already.
+func opensWords(opensAt, now time.Time) string {
+	if now.IsZero() {
+		now = time.Now()
+	}
+	if opensAt.IsZero() || !opensAt.After(now) {
+		return ""
+	}
+	return fmt.Sprintf("in %s, on %s", Humanize(opensAt.Sub(now)), opensAt.UTC().Format(expiryLayout))
+}
+
 func expiryWords(expiresAt, now time.Time) string {
 	if expiresAt.IsZero() {
 		return ""

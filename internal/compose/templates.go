@@ -67,6 +67,9 @@ const notificationContent = `{{define "content" -}}
 </table>
 <p style="margin:0 0 16px 0;font-size:14px;color:#52525b;">Or copy this link into your browser:<br>
 <a href="{{.URL}}" target="_blank" rel="noopener noreferrer" style="color:{{.Brand.AccentColor}};word-break:break-all;">{{.URL}}</a></p>
+{{- if .Opens}}
+<p style="margin:0 0 16px 0;font-weight:700;">It opens {{.Opens}}; until then the link shows when.</p>
+{{- end}}
 {{- if .Expiry}}
 <p style="margin:0 0 16px 0;">This link {{.Expiry}}.</p>
 {{- end}}
@@ -94,7 +97,9 @@ Message from {{.Sender}}:
 {{range .MessageLines}}> {{.}}
 {{end}}{{end}}
 Open: {{.URL}}
-{{if .Expiry}}
+{{if .Opens}}
+It opens {{.Opens}}; until then the link shows when.
+{{end}}{{if .Expiry}}
 This link {{.Expiry}}.
 {{end}}{{if .Need}}
 To open it you will need {{.Need}}.

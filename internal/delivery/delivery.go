@@ -249,6 +249,9 @@ func (w *Workers) HandleNotification(ctx context.Context, e events.Event, _ uint
 		URL: w.cfg.PublicBaseURL + "/s/" + string(tok), ExpiresAt: l.ExpiresAt, AuthType: l.AuthType, Brand: w.cfg.Brand,
 		Reminder: reminder,
 	}
+	if l.NotBefore != nil {
+		data.OpensAt = *l.NotBefore
+	}
 	if n.Message != "" {
 		data.Message = n.Message
 	}

@@ -36,6 +36,7 @@ type linkJSON struct {
 	LastAccessedAt  *time.Time        `json:"last_accessed_at"`
 	AllowedNetworks []string          `json:"allowed_networks"`
 	Tags            []string          `json:"tags"`
+	NotBefore       *time.Time        `json:"not_before"`
 }
 
 func toLinkJSON(v link.View) linkJSON {
@@ -45,7 +46,7 @@ func toLinkJSON(v link.View) linkJSON {
 		Authenticator: authenticatorJSON{AuthType: v.AuthType, AuthContext: link.MaskRecipient(v.AuthType, v.Recipient)},
 		Title:         v.Title, Message: v.Message, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC(),
 		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt, AllowedNetworks: make([]string, len(v.AllowedNetworks)),
-		Tags: v.Tags,
+		Tags: v.Tags, NotBefore: v.NotBefore,
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}
@@ -111,12 +112,23 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, o link.Owner
 		Message         *string         `json:"message"`
 		AllowedNetworks *[]string       `json:"allowed_networks"`
 		Tags            *[]string       `json:"tags"`
+		NotBefore       json.RawMessage `json:"not_before"` // absent, null (open at once) or a time
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
 	p := link.Patch{ExpiresAt: body.ExpiresAt, Title: body.Title, Message: body.Message,
 		AllowedNetworks: body.AllowedNetworks, Tags: body.Tags}
+	if len(body.NotBefore) > 0 {
+		p.SetNotBefore = true
+		if string(body.NotBefore) != "null" {
+			var t time.Time
+			if err := json.Unmarshal(body.NotBefore, &t); err != nil {
+				return apperr.Field("not_before", "invalid_not_before", "not_before must be an RFC 3339 time, or null to open at once")
+			}
+			p.NotBefore = &t
+		}
+	}
 	if len(body.MaxAccessCount) > 0 {
 		p.SetMax = true
 		if string(body.MaxAccessCount) != "null" {

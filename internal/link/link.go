@@ -77,6 +77,8 @@ type Spec struct {
 	AllowedNetworks []string `json:"allowed_networks"`
 	// Tags are the owner's labels, to list and revoke links by.
 	Tags []string `json:"tags"`
+	// NotBefore is when the link opens to recipients; absent: at once.
+	NotBefore *time.Time `json:"not_before"`
 }
 
 // Policy is the configurable part of validation.
@@ -197,6 +199,9 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 		return Validated{}, err
 	}
 	if err := checkMax(f("max_access_count"), s.MaxAccessCount); err != nil {
+		return Validated{}, err
+	}
+	if err := checkNotBefore(f("not_before"), s.NotBefore, *s.ExpiresAt); err != nil {
 		return Validated{}, err
 	}
 	if err := checkTexts(f, s.Title, s.Message); err != nil {
@@ -369,6 +374,24 @@ func checkMax(field string, max *int) error {
 		return apperr.Field(field, "invalid_max_access_count", "max_access_count must be at least 1, or absent (null) for no limit")
 	}
 	return nil
+}
+
+// checkNotBefore checks a start time against the expiry it must precede.
+// A time already past is allowed (the link is open at once).
+func checkNotBefore(field string, notBefore *time.Time, expires time.Time) error {
+	if notBefore != nil && !notBefore.Before(expires) {
+		return apperr.Field(field, "invalid_not_before", "not_before must be before expires_at")
+	}
+	return nil
+}
+
+// utcOrNil is t in UTC, or nil.
+func utcOrNil(t *time.Time) *time.Time {
+	if t == nil {
+		return nil
+	}
+	u := t.UTC()
+	return &u
 }
 
 // checkTexts checks a title and a message, their fields named by f.

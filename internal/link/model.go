@@ -40,6 +40,8 @@ type Link struct {
 	// empty: anywhere (see Allows).
 	AllowedNetworks []netip.Prefix
 	Tags            []string // the owner's labels; none is nil
+	// NotBefore is when recipients may start to use the link; nil: at once.
+	NotBefore *time.Time
 }
 
 // Notification is one "Open" message to one recipient about one link.

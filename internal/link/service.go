@@ -180,7 +180,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				Status: StatusActive, LinkType: v.Spec.LinkType, AuthType: a.Type, Recipient: a.Recipient,
 				Targets: v.Spec.Targets, ExpiresAt: v.Spec.ExpiresAt.UTC(), MaxAccessCount: v.Spec.MaxAccessCount,
 				Title: v.Spec.Title, Message: v.Spec.Message, CreatedAt: now, UpdatedAt: now,
-				AllowedNetworks: v.Networks, Tags: v.Tags,
+				AllowedNetworks: v.Networks, Tags: v.Tags, NotBefore: utcOrNil(v.Spec.NotBefore),
 			}
 			if a.Type == AuthPassword {
 				h, err := s.hasher.Hash(ctx, a.Password)
@@ -523,7 +523,22 @@ func (s *Service) live(ctx context.Context, l Link, err error) (Link, error) {
 	if err := allowed(ctx, l); err != nil {
 		return Link{}, err
 	}
+	if err := started(l, s.now()); err != nil {
+		return Link{}, err
+	}
 	return l, nil
+}
+
+// started passes on a link whose start (NotBefore) has come. Before it,
+// the recipient is told when: they hold the token, and the time is what
+// they need. Nothing is counted or sent until then.
+func started(l Link, now time.Time) error {
+	if l.NotBefore == nil || !now.Before(*l.NotBefore) {
+		return nil
+	}
+	e := apperr.New(apperr.Forbidden, "link_not_yet_active", "this link opens at %s", l.NotBefore.UTC().Format(time.RFC3339))
+	e.RetryAfter = l.NotBefore.Sub(now)
+	return e
 }
 
 // Destination is the masked address an OTP goes to.
@@ -756,8 +771,12 @@ func (s *Service) SessionLink(ctx context.Context, token, accessToken string) (L
 	if err != nil {
 		return Link{}, err
 	}
-	// A session opened inside the link's networks does not carry outside.
+	// A session opened inside the link's networks does not carry outside,
+	// and one opened before the owner moved the start later waits for it.
 	if err := allowed(ctx, l); err != nil {
+		return Link{}, err
+	}
+	if err := started(l, s.now()); err != nil {
 		return Link{}, err
 	}
 	return l, nil

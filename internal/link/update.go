@@ -12,7 +12,8 @@ import (
 
 // Patch is an owner's change to a link: each field set is changed, the
 // rest are kept. MaxAccessCount is set (SetMax) to a count or to nil
-// (unlimited); AllowedNetworks set to empty lifts the limit.
+// (unlimited); AllowedNetworks set to empty lifts the limit; NotBefore is
+// set (SetNotBefore) to a time or to nil (open at once).
 type Patch struct {
 	ExpiresAt       *time.Time
 	SetMax          bool
@@ -21,6 +22,8 @@ type Patch struct {
 	Message         *string
 	AllowedNetworks *[]string
 	Tags            *[]string
+	SetNotBefore    bool
+	NotBefore       *time.Time
 }
 
 // Update changes a link in place: its expiry, access limit, title,
@@ -32,8 +35,9 @@ type Patch struct {
 // URL is dead.
 func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (View, error) {
 	now := s.now()
-	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil && p.Tags == nil {
-		return View{}, apperr.New(apperr.Invalid, "empty_update", "send at least one of expires_at, max_access_count, title, message, allowed_networks, tags")
+	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil && p.Tags == nil && !p.SetNotBefore {
+		return View{}, apperr.New(apperr.Invalid, "empty_update",
+			"send at least one of expires_at, max_access_count, title, message, allowed_networks, tags, not_before")
 	}
 	if p.ExpiresAt != nil {
 		if err := checkExpiry("expires_at", *p.ExpiresAt, now, s.cfg.Policy); err != nil {
@@ -93,6 +97,14 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 			l.Tags = tags
 			changed = append(changed, "tags")
 		}
+		if p.SetNotBefore && !sameTime(p.NotBefore, l.NotBefore) {
+			l.NotBefore = utcOrNil(p.NotBefore)
+			changed = append(changed, "not_before")
+		}
+		// Against the expiry as it will be, whichever of the two changed.
+		if err := checkNotBefore("not_before", l.NotBefore, l.ExpiresAt); err != nil && len(changed) > 0 {
+			return l, nil, err
+		}
 		switch {
 		case l.MaxAccessCount != nil && l.AccessCount >= *l.MaxAccessCount:
 			l.Status = StatusExhausted
@@ -114,6 +126,13 @@ func (s *Service) patchNetworks(p Patch) ([]netip.Prefix, error) {
 		return nil, nil
 	}
 	return parseNetworks("allowed_networks", *p.AllowedNetworks)
+}
+
+func sameTime(a, b *time.Time) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Equal(*b)
 }
 
 func sameLimit(a, b *int) bool {

@@ -147,6 +147,7 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 			WHERE id = $1 AND status = 'active' AND expires_at > now()
 				AND (max_access_count IS NULL OR access_count < max_access_count)
 				AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM ch))
+				AND ` + networkCheck(14) + `
 			RETURNING access_count, status
 		), sess AS (
 			INSERT INTO access_sessions (id, link_id, token_hash, expires_at)
@@ -163,7 +164,7 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd), EXISTS (SELECT 1 FROM ch)`
 	err = s.group.run(ctx, r.Link.TokenHash, func(b *pgx.Batch) {
 		b.Queue(sql, r.Link.ID, challenge, sessID, sessHash, sessExp, evID, evSubject, evPre, evPost,
-			ex.ID, ex.Subject(), exPre, exPost).QueryRow(func(row pgx.Row) error {
+			ex.ID, ex.Subject(), exPre, exPost, clientIPArg(r.Actor)).QueryRow(func(row pgx.Row) error {
 			return row.Scan(&count, &status, &consumed)
 		})
 	})

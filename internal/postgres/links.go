@@ -20,7 +20,7 @@ import (
 
 const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status, link_type, auth_type,
 	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
-	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks, tags`
+	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks, tags, not_before`
 
 // scanLink reads linkColumns, then any extra columns into extra.
 func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
@@ -51,7 +51,7 @@ func (r *linkRow) dest(extra ...any) []any {
 	return append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
 		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
 		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt,
-		&l.AllowedNetworks, &l.Tags}, extra...)
+		&l.AllowedNetworks, &l.Tags, &l.NotBefore}, extra...)
 }
 
 // scan is a batch callback: no row is not an error, and an attempt that
@@ -94,10 +94,10 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 			return fmt.Errorf("marshal targets: %w", err)
 		}
 		b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
-			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks, tags)
-			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14, $15)`,
+			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks, tags, not_before)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16)`,
 			l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
-			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks), tagsArg(l.Tags))
+			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks), tagsArg(l.Tags), l.NotBefore)
 	}
 	queueNotifications(b, notes)
 	if err := queueEvents(b, evs); err != nil {
@@ -332,9 +332,12 @@ func clientIPArg(actor events.Actor) any {
 }
 
 // networkCheck is the condition on a links row (its columns named as in
-// the statement) that the client, whose address is parameter p, may use it.
+// the statement) that the client, whose address is parameter p, may use it
+// now: from inside its networks, and not before its start (an owner may
+// move either while a request is on its way; the service has told the
+// recipient why before it gets here).
 func networkCheck(p int) string {
-	return fmt.Sprintf("(allowed_networks IS NULL OR $%d::inet <<= ANY (allowed_networks))", p)
+	return fmt.Sprintf("(allowed_networks IS NULL OR $%d::inet <<= ANY (allowed_networks)) AND (not_before IS NULL OR not_before <= now())", p)
 }
 
 // UpdateLink changes one of the owner's links in a transaction that holds
@@ -374,10 +377,10 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 			status = link.StatusActive
 		}
 		err = tx.QueryRow(ctx, `UPDATE links SET expires_at = $2, max_access_count = $3, title = $4, message = $5,
-			allowed_networks = $6, status = $7, tags = $8, updated_at = now(),
+			allowed_networks = $6, status = $7, tags = $8, not_before = $9, updated_at = now(),
 			ended_at = CASE WHEN $7 = 'active' THEN NULL ELSE coalesce(ended_at, now()) END
 			WHERE id = $1 RETURNING updated_at`,
-			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status, tagsArg(nl.Tags)).Scan(&out.UpdatedAt)
+			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status, tagsArg(nl.Tags), nl.NotBefore).Scan(&out.UpdatedAt)
 		if err != nil {
 			return fmt.Errorf("update link: %w", err)
 		}

@@ -215,6 +215,17 @@ func (p *Pages) renderError(w http.ResponseWriter, r *http.Request, err error) {
 		})
 	case ok && e.Code == apperr.NotFound:
 		p.render(w, r, http.StatusNotFound, "message", notFoundView())
+	case ok && e.Reason == "link_not_yet_active":
+		wait := max(e.RetryAfter, time.Second)
+		w.Header().Set("Retry-After", fmt.Sprint(int((wait+time.Second-1)/time.Second)))
+		at := p.now().Add(wait).UTC()
+		p.render(w, r, http.StatusForbidden, "message", &view{
+			DocTitle: "Not open yet", Heading: "This link is not open yet",
+			Paragraphs: []string{
+				"The person who shared it set it to open on " + at.Format("Monday 2 January 2006 at 15:04 MST") + ".",
+				"Come back then and open the link again: it is " + waitWords(wait) + " from now.",
+			},
+		})
 	case ok && e.Code == apperr.Forbidden:
 		p.render(w, r, http.StatusForbidden, "message", &view{
 			DocTitle: "Not available from here", Heading: "This link cannot be opened from your network",
