@@ -42,6 +42,36 @@ func Next(prev []byte, record string) []byte {
 	return h.Sum(nil)
 }
 
+// Record is an event's record, the bytes its chain hash covers: its
+// fields in a fixed order with no spaces, the time in UTC to the
+// microsecond (what Postgres keeps), actor and data as the JSON text
+// Postgres gives for them (jsonb keeps keys in one order and one
+// spacing, so the same values always give the same text). The sealer and
+// the export both build it here.
+func Record(id, ownerID, linkID, typ string, occurredAt time.Time, actor, data string) string {
+	b := make([]byte, 0, 192+len(actor)+len(data))
+	field := func(name, value string) {
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, `":`...)
+		q, _ := json.Marshal(value) // a string always marshals
+		b = append(b, q...)
+		b = append(b, ',')
+	}
+	b = append(b, '{')
+	field("id", id)
+	field("owner_id", ownerID)
+	field("link_id", linkID)
+	field("type", typ)
+	field("occurred_at", occurredAt.UTC().Format("2006-01-02T15:04:05.000000Z07:00"))
+	b = append(b, `"actor":`...)
+	b = append(b, actor...)
+	b = append(b, `,"data":`...)
+	b = append(b, data...)
+	b = append(b, '}')
+	return string(b)
+}
+
 // Entry is one sealed event: its place in the link's chain, its record
 // (canonical JSON of the event, hashed as is) and the chain hash after it.
 type Entry struct {
@@ -155,7 +185,8 @@ func Verify(doc []byte, keySet []byte) (HeadClaims, error) {
 	if err != nil {
 		return HeadClaims{}, err
 	}
-	if claims.LinkID != e.LinkID || claims.OwnerID != e.OwnerID || claims.Seq != e.Head.Seq || claims.Hash != e.Head.Hash {
+	if claims.LinkID != e.LinkID || claims.OwnerID != e.OwnerID || claims.Seq != e.Head.Seq || claims.Hash != e.Head.Hash ||
+		!claims.SealedAt.Equal(e.Head.SealedAt) {
 		return claims, tampered("the signed head (link %s, seq %d, %s) is not the document's (link %s, seq %d, %s)",
 			claims.LinkID, claims.Seq, claims.Hash, e.LinkID, e.Head.Seq, e.Head.Hash)
 	}

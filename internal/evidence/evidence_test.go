@@ -112,6 +112,9 @@ func TestVerifyRejectsEveryChange(t *testing.T) {
 			}
 			e.Head.Hash = hex.EncodeToString(prev)
 		}, "is not the document's"},
+		"the sealing time changed": {func(e *evidence.Export) {
+			e.Head.SealedAt = e.Head.SealedAt.Add(-time.Hour)
+		}, "is not the document's"},
 		"another link's genesis": {func(e *evidence.Export) {
 			e.Genesis = hex.EncodeToString(evidence.Genesis("another"))
 		}, "genesis"},
@@ -169,5 +172,17 @@ func TestExtendsAcceptsGrowthAndRejectsRewrites(t *testing.T) {
 	}
 	if err := evidence.Extends(marshal(t, earlier), marshal(t, rewritten)); !errors.Is(err, evidence.ErrTampered) {
 		t.Fatalf("rewrite: %v", err)
+	}
+}
+
+// The record is the format's contract with every verifier that re-reads
+// it: exact bytes, valid JSON, the time in UTC to the microsecond.
+func TestRecordIsFixed(t *testing.T) {
+	at := time.Date(2026, 12, 3, 14, 5, 6, 7_000, time.FixedZone("CET", 3600))
+	got := evidence.Record("e1", "o1", "l1", `link."odd"`, at, `{"ip": "192.0.2.1", "type": "recipient"}`, `{}`)
+	want := `{"id":"e1","owner_id":"o1","link_id":"l1","type":"link.\"odd\"","occurred_at":"2026-12-03T13:05:06.000007Z",` +
+		`"actor":{"ip": "192.0.2.1", "type": "recipient"},"data":{}}`
+	if got != want || !json.Valid([]byte(got)) {
+		t.Fatalf("record\n got %s\nwant %s", got, want)
 	}
 }
