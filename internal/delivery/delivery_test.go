@@ -490,6 +490,14 @@ func wrongThenRight(t *testing.T, st *testkit.Stack, l created, code string) {
 func TestChallengeUpdatesAreHOT(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "hal@example.com")
+	// The mail can arrive before the dispatcher records it sent; a verify
+	// in between would use the code up first, and "sent" would update
+	// nothing (three updates, not four).
+	testkit.Eventually(t, 10*time.Second, func() bool {
+		var status string
+		err := st.Pool.QueryRow(context.Background(), `SELECT status FROM otp_challenges`).Scan(&status)
+		return err == nil && status == "sent"
+	}, "challenge recorded sent")
 	wrongThenRight(t, st, l, code)
 	// Backends report their table statistics when idle, within 10 s, but
 	// one that finds the shared statistics locked (a busy machine) puts
