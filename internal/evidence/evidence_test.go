@@ -52,6 +52,19 @@ func export(t *testing.T, s *evidence.Signer, n int) evidence.Export {
 	return e
 }
 
+// forge replaces entry i's record and re-hashes the chain from there, as
+// someone with the database and this package could; it returns the new
+// end of the chain.
+func forge(e *evidence.Export, i int) string {
+	e.Entries[i].Record = `{"id": "forged"}`
+	prev := evidence.Genesis(linkID)
+	for j := range e.Entries {
+		prev = evidence.Next(prev, e.Entries[j].Record)
+		e.Entries[j].Hash = hex.EncodeToString(prev)
+	}
+	return hex.EncodeToString(prev)
+}
+
 func marshal(t *testing.T, e evidence.Export) []byte {
 	t.Helper()
 	raw, err := json.Marshal(e)
@@ -91,26 +104,9 @@ func TestVerifyRejectsEveryChange(t *testing.T) {
 			e.Entries[1], e.Entries[2] = e.Entries[2], e.Entries[1]
 		}, "missing or out of order"},
 		"the tail cut": {func(e *evidence.Export) { e.Entries = e.Entries[:3] }, "not at the signed head"},
-		"the chain re-hashed after an edit, head kept": {func(e *evidence.Export) {
-			prev := evidence.Genesis(linkID)
-			for i := range e.Entries {
-				if i == 1 {
-					e.Entries[i].Record = `{"id": "forged"}`
-				}
-				prev = evidence.Next(prev, e.Entries[i].Record)
-				e.Entries[i].Hash = hex.EncodeToString(prev)
-			}
-		}, "not at the signed head"},
+		"the chain re-hashed after an edit, head kept": {func(e *evidence.Export) { forge(e, 1) }, "not at the signed head"},
 		"the head moved to a re-hashed chain": {func(e *evidence.Export) {
-			prev := evidence.Genesis(linkID)
-			for i := range e.Entries {
-				if i == 1 {
-					e.Entries[i].Record = `{"id": "forged"}`
-				}
-				prev = evidence.Next(prev, e.Entries[i].Record)
-				e.Entries[i].Hash = hex.EncodeToString(prev)
-			}
-			e.Head.Hash = hex.EncodeToString(prev)
+			e.Head.Hash = forge(e, 1)
 		}, "is not the document's"},
 		"the sealing time changed": {func(e *evidence.Export) {
 			e.Head.SealedAt = e.Head.SealedAt.Add(-time.Hour)
@@ -157,15 +153,7 @@ func TestExtendsAcceptsGrowthAndRejectsRewrites(t *testing.T) {
 	// A chain rewritten end to end verifies on its own, but not as the
 	// continuation of what the owner kept.
 	rewritten := export(t, s, 6)
-	prev := evidence.Genesis(linkID)
-	for i := range rewritten.Entries {
-		if i == 0 {
-			rewritten.Entries[i].Record = `{"id": "forged"}`
-		}
-		prev = evidence.Next(prev, rewritten.Entries[i].Record)
-		rewritten.Entries[i].Hash = hex.EncodeToString(prev)
-	}
-	rewritten.Head.Hash = hex.EncodeToString(prev)
+	rewritten.Head.Hash = forge(&rewritten, 0)
 	rewritten.Signature, _ = s.Sign(rewritten.LinkID, rewritten.OwnerID, rewritten.Head, time.Now())
 	if _, err := evidence.Verify(marshal(t, rewritten), s.Keys()); err != nil {
 		t.Fatalf("the rewritten export should verify on its own: %v", err)

@@ -34,6 +34,17 @@ func poolExec(p *pgxpool.Pool) func(ctx context.Context, sql string, args ...any
 	}
 }
 
+// chainStore is a store on a fresh migrated database, its pool of conns.
+func chainStore(tb testing.TB, conns int32) (*pgxpool.Pool, *postgres.Store) {
+	tb.Helper()
+	pool, err := postgres.Open(context.Background(), testkit.MigratedDB(tb), conns)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(pool.Close)
+	return pool, postgres.NewStore(pool, nil)
+}
+
 // sealAll seals until nothing is left, as the reaper's sweep does.
 func sealAll(t *testing.T, s *postgres.Store) int {
 	t.Helper()
@@ -95,12 +106,7 @@ func checkChain(t *testing.T, s *postgres.Store, linkID string, want int) {
 // transactions below every running one.
 func TestSealAuditNeverPassesOverALateCommit(t *testing.T) {
 	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testkit.MigratedDB(t), 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	s := postgres.NewStore(pool, nil)
+	pool, s := chainStore(t, 4)
 	l1, l2 := uuid.Must(uuid.NewV7()).String(), uuid.Must(uuid.NewV7()).String()
 
 	late, err := pool.Begin(ctx)
@@ -145,12 +151,7 @@ func TestSealAuditNeverPassesOverALateCommit(t *testing.T) {
 // exactly once, every chain is whole.
 func TestSealAuditConcurrentSealersAndWriters(t *testing.T) {
 	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testkit.MigratedDB(t), 16)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	s := postgres.NewStore(pool, nil)
+	pool, s := chainStore(t, 16)
 	links := make([]string, 20)
 	for i := range links {
 		links[i] = uuid.Must(uuid.NewV7()).String()
@@ -251,12 +252,7 @@ func seedAudit(b *testing.B, pool *pgxpool.Pool, n, links int) []string {
 // reaper runs it, spread over 1,000 links.
 func BenchmarkSealAudit(b *testing.B) {
 	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testkit.MigratedDB(b), 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	s := postgres.NewStore(pool, nil)
+	pool, s := chainStore(b, 4)
 	seedAudit(b, pool, b.N, 1000)
 	b.ResetTimer()
 	total := 0
@@ -274,12 +270,7 @@ func BenchmarkSealAudit(b *testing.B) {
 // does, in entries per second.
 func BenchmarkAuditExportRead(b *testing.B) {
 	ctx := context.Background()
-	pool, err := postgres.Open(ctx, testkit.MigratedDB(b), 4)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(pool.Close)
-	s := postgres.NewStore(pool, nil)
+	pool, s := chainStore(b, 4)
 	const n = 200_000
 	link := seedAudit(b, pool, n, 1)[0]
 	for total := 0; total < n; {
