@@ -142,7 +142,7 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Du
 		sw := &statusWriter{ResponseWriter: w}
 		defer func() {
 			p := recover()
-			if p != nil && p != http.ErrAbortHandler { //nolint:errorlint // the sentinel is panicked as is
+			if p != nil && p != http.ErrAbortHandler {
 				log.Error("panic in handler", "panic", p, "request_id", id, "route", r.Pattern)
 				if sw.code == 0 {
 					writeError(sw, r, log, apperr.New(apperr.Internal, "internal", "internal error; request id %s", id))
@@ -159,7 +159,7 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Du
 			method := methodLabel(r.Method)
 			m.request(route, method, code)
 			m.Duration.WithLabelValues(route, method).Observe(time.Since(start).Seconds())
-			if p == http.ErrAbortHandler { //nolint:errorlint // as above
+			if p == http.ErrAbortHandler {
 				// A stream that failed after its 200: the server cuts the
 				// connection, so the client sees an error, not a short body.
 				panic(p)
@@ -170,8 +170,8 @@ func instrument(next http.Handler, m *Metrics, log *slog.Logger, timeout time.Du
 }
 
 // exportTimeout bounds an audit export, which streams for as long as the
-// chain is long (about 66,000 events a second through HTTP) and so is exempt from the
-// request timeout.
+// chain is long (about 66,000 events a second through HTTP) and so is
+// exempt from the request timeout.
 const exportTimeout = 10 * time.Minute
 
 // streamsLong reports a request that streams a long answer under its own

@@ -14,8 +14,8 @@ import (
 )
 
 // auditRecordSQL are the columns of an audit row (aliased a) that
-// evidence.Record makes its record of, read by scanRecord. The sealer and
-// the export both read them so. Building the record in Postgres
+// evidence.Record makes its record of, received by recordRow. The sealer
+// and the export both read them so. Building the record in Postgres
 // (jsonb_build_object, to_char) cost seven times the scan itself.
 const auditRecordSQL = `a.id::text, a.owner_id::text, a.link_id::text, a.type, a.occurred_at, a.actor::text, a.data::text`
 
