@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -190,4 +192,61 @@ func BenchmarkAuditExportHTTP(b *testing.B) {
 	}
 	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "events/s")
 	b.ReportMetric(float64(size)/n, "bytes/event")
+}
+
+// An export that fails after its 200 (here: its database session is
+// killed mid-stream) must not end like a complete one: the client gets a
+// broken connection, never a short document that parses.
+func TestAuditExportCutMidStreamIsAnError(t *testing.T) {
+	t.Parallel()
+	st := testkit.NewStack(t, "", "")
+	key := st.OwnerKey(t, "cut-owner")
+	ctx := context.Background()
+	const n = 100_000
+	var linkID string
+	if err := st.Pool.QueryRow(ctx, `
+		WITH o AS (SELECT id FROM owners WHERE name = 'cut-owner'), l AS (SELECT sharelinks_uuid_v7() AS id),
+		ins AS (
+			INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
+			SELECT sharelinks_uuid_v7(), o.id, l.id, 'link.opened', now(), '{"type":"recipient"}', '{}'
+			FROM o, l, generate_series(1, $1)
+		)
+		SELECT id::text FROM l`, n).Scan(&linkID); err != nil {
+		t.Fatal(err)
+	}
+	sealAudit(t, st)
+	req, _ := http.NewRequest("GET", st.URL+"/v1/links/"+linkID+"/audit/export", nil)
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := st.Client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatal(resp.Status)
+	}
+	// The headers are out and the rows are streaming: kill the export's
+	// database session.
+	first := make([]byte, 1024)
+	if _, err := io.ReadFull(resp.Body, first); err != nil {
+		t.Fatal(err)
+	}
+	var killed int
+	if err := st.Pool.QueryRow(ctx, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE '%audit_seals s JOIN%'`).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(resp.Body)
+	if killed == 0 {
+		// The client has read 1 kB of some 30 MB: the server is blocked
+		// writing, so its session is there to kill.
+		t.Fatal("no export session to kill")
+	}
+	if err == nil {
+		var e evidence.Export
+		if json.Unmarshal(append(first, rest...), &e) == nil {
+			t.Fatalf("a cut export ended as a complete document of %d entries", len(e.Entries))
+		}
+		t.Fatalf("a cut export ended cleanly after %d bytes (not valid JSON, but no error either)", len(first)+len(rest))
+	}
 }
