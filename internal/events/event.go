@@ -121,6 +121,8 @@ type (
 		ExpiresAt      time.Time `json:"expires_at"`
 		MaxAccessCount *int      `json:"max_access_count"`
 		TargetCount    int       `json:"target_count"`
+		// NotBefore is when the link opens to recipients; absent: at once.
+		NotBefore *time.Time `json:"not_before,omitempty"`
 	}
 	// ExhaustedData is link.exhausted's data.
 	ExhaustedData struct {

@@ -38,6 +38,11 @@ func TestNotBeforeHoldsALinkUntilItsStart(t *testing.T) {
 	if view.NotBefore == nil || !view.NotBefore.Equal(start) || view.Status != "active" {
 		t.Fatalf("link as created: %s", got.Body)
 	}
+	var recorded time.Time
+	if err := st.Pool.QueryRow(context.Background(), `SELECT (data->>'not_before')::timestamptz FROM audit_events
+		WHERE link_id = $1 AND type = 'link.created'`, open.ID).Scan(&recorded); err != nil || !recorded.Equal(start) {
+		t.Fatalf("link.created carries not_before %v (%v), want %v", recorded, err, start)
+	}
 
 	early := func(r interface {
 		ErrorCode() string

@@ -192,7 +192,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 			links = append(links, l)
 			evs = append(evs, events.Must(events.LinkCreated, owner.ID, id, actor, events.CreatedData{
 				LinkType: l.LinkType, AuthType: l.AuthType, ExpiresAt: l.ExpiresAt,
-				MaxAccessCount: l.MaxAccessCount, TargetCount: len(l.Targets),
+				MaxAccessCount: l.MaxAccessCount, TargetCount: len(l.Targets), NotBefore: l.NotBefore,
 			}))
 			if v.Spec.Notify && l.Recipient != "" {
 				n := s.newNotification(owner.ID, l, l.Recipient, "")
