@@ -125,3 +125,46 @@ func TestUnopenedLinksRemindedOnceBeforeTheyExpire(t *testing.T) {
 	}
 	st.ValidateEvents(t)
 }
+
+// A link that opens later is announced with its start, and its reminder
+// waits for the start: before it, nobody could have opened the link.
+func TestRemindersWaitForALinksStart(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	st := testkit.NewStack(t, "", "", func(c *link.Config) { c.RemindBefore = 24 * time.Hour })
+	key := st.OwnerKey(t, "Acme Legal")
+	srv := testkit.StartSMTP(t)
+	startNotifier(t, st, notifierOpts{smtp: srv})
+	r := st.Do(t, "POST", "/v1/links", key, map[string]any{"links": []any{map[string]any{
+		"targets": []any{map[string]any{"id": "x", "type": "file"}}, "link_type": "view", "notify": true,
+		"expires_at":     time.Now().Add(72 * time.Hour).UTC().Format(time.RFC3339),
+		"not_before":     time.Now().Add(50 * time.Hour).UTC().Format(time.RFC3339),
+		"authenticators": []any{emailOTP("ann@example.com")},
+	}}})
+	if r.Status != 201 {
+		t.Fatalf("create: %d %s", r.Status, r.Body)
+	}
+	var out struct{ Links []struct{ ID string } }
+	r.JSON(t, &out)
+	first := srv.WaitMessages(t, 1, 15*time.Second)[0]
+	if !strings.Contains(first.Text, "It opens in 2 days") {
+		t.Fatalf("the Open email does not say when the link opens:\n%s", first.Text)
+	}
+	// The reminder (24 h before expiry) falls due before the start.
+	if _, err := st.Pool.Exec(ctx, `UPDATE notifications SET remind_at = now() - interval '1 second' WHERE remind_at IS NOT NULL`); err != nil {
+		t.Fatal(err)
+	}
+	rp := reaper.New(postgres.NewStore(st.Pool, st.Relay.Wake), reaper.Config{}, quiet, reaper.NewMetrics(prometheus.NewRegistry()))
+	rp.RunOnce(ctx)
+	time.Sleep(time.Second)
+	if n := len(srv.Messages()); n != 1 || st.Count(t, `SELECT count(*) FROM notifications WHERE remind_at IS NOT NULL`) != 1 {
+		t.Fatalf("before the start: %d mails, want the Open email only, and the reminder still due", n)
+	}
+	if r := st.Do(t, "PATCH", "/v1/links/"+out.Links[0].ID, key, map[string]any{"not_before": nil}); r.Status != 200 {
+		t.Fatalf("open now: %d %s", r.Status, r.Body)
+	}
+	rp.RunOnce(ctx)
+	if msgs := srv.WaitMessages(t, 2, 15*time.Second); !strings.HasPrefix(msgs[1].Subject, "Reminder: ") {
+		t.Fatalf("after the start: %q", msgs[1].Subject)
+	}
+}

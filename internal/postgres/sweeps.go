@@ -259,8 +259,12 @@ func (s *Store) RemindUnopened(ctx context.Context, batch int) (taken, reminded 
 	q := `
 		WITH due AS (
 			UPDATE notifications SET remind_at = NULL
-			WHERE id IN (SELECT id FROM notifications WHERE remind_at <= now()
-				ORDER BY remind_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+			WHERE id IN (SELECT n.id FROM notifications n JOIN links l ON l.id = n.link_id
+				-- A link that has not opened yet (not_before) keeps its
+				-- reminder due until it does: "you have not opened this"
+				-- would be no news before anyone could.
+				WHERE n.remind_at <= now() AND (l.not_before IS NULL OR l.not_before <= now())
+				ORDER BY n.remind_at LIMIT $1 FOR UPDATE OF n SKIP LOCKED)
 			RETURNING owner_id, link_id, channel, recipient, status
 		), picked AS (
 			SELECT DISTINCT ON (d.link_id, d.recipient) d.owner_id, d.link_id, d.channel, d.recipient
