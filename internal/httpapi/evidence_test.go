@@ -13,16 +13,16 @@ import (
 	"github.com/sharelinks/sharelinks/internal/testkit"
 )
 
-func sealAudit(t *testing.T, st *testkit.Stack) {
-	t.Helper()
-	testkit.Eventually(t, 30e9, func() bool {
-		n, err := st.Store.SealAudit(context.Background(), 1000)
+func sealAudit(tb testing.TB, st *testkit.Stack) {
+	tb.Helper()
+	testkit.Eventually(tb, 30e9, func() bool {
+		n, err := st.Store.SealAudit(context.Background(), 5000)
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		lag, err := st.Store.AuditSealLag(context.Background())
 		if err != nil {
-			t.Fatal(err)
+			tb.Fatal(err)
 		}
 		return n == 0 && lag == 0
 	}, "audit events still unsealed")
@@ -153,16 +153,14 @@ func TestAuditExportIsTheOwnersOnly(t *testing.T) {
 	}
 }
 
-// BenchmarkAuditExportHTTP: one link with 200,000 sealed events exported
-// through the api, in events per second of the whole response.
-func BenchmarkAuditExportHTTP(b *testing.B) {
-	st := testkit.NewStack(b, "", "")
-	key := st.OwnerKey(b, "bench-owner")
-	ctx := context.Background()
-	const n = 200_000
-	var linkID string
-	if err := st.Pool.QueryRow(ctx, `
-		WITH o AS (SELECT id FROM owners WHERE name = 'bench-owner'), l AS (SELECT sharelinks_uuid_v7() AS id),
+// longChain is a stack whose owner (key) has one link with n recorded
+// and sealed events, written straight into the trail.
+func longChain(tb testing.TB, n int) (st *testkit.Stack, key, linkID string) {
+	tb.Helper()
+	st = testkit.NewStack(tb, "", "")
+	key = st.OwnerKey(tb, "chain-owner")
+	if err := st.Pool.QueryRow(context.Background(), `
+		WITH o AS (SELECT id FROM owners WHERE name = 'chain-owner'), l AS (SELECT sharelinks_uuid_v7() AS id),
 		ins AS (
 			INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
 			SELECT sharelinks_uuid_v7(), o.id, l.id, 'link.opened', now(),
@@ -171,15 +169,17 @@ func BenchmarkAuditExportHTTP(b *testing.B) {
 			FROM o, l, generate_series(1, $1)
 		)
 		SELECT id::text FROM l`, n).Scan(&linkID); err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	for total := 0; total < n; {
-		k, err := st.Store.SealAudit(ctx, 5000)
-		if err != nil {
-			b.Fatal(err)
-		}
-		total += k
-	}
+	sealAudit(tb, st)
+	return st, key, linkID
+}
+
+// BenchmarkAuditExportHTTP: one link with 200,000 sealed events exported
+// through the api, in events per second of the whole response.
+func BenchmarkAuditExportHTTP(b *testing.B) {
+	const n = 200_000
+	st, key, linkID := longChain(b, n)
 	st.Validate = false // the schema check of 200,000 entries would be the benchmark
 	b.ResetTimer()
 	size := 0
@@ -199,22 +199,8 @@ func BenchmarkAuditExportHTTP(b *testing.B) {
 // broken connection, never a short document that parses.
 func TestAuditExportCutMidStreamIsAnError(t *testing.T) {
 	t.Parallel()
-	st := testkit.NewStack(t, "", "")
-	key := st.OwnerKey(t, "cut-owner")
+	st, key, linkID := longChain(t, 100_000)
 	ctx := context.Background()
-	const n = 100_000
-	var linkID string
-	if err := st.Pool.QueryRow(ctx, `
-		WITH o AS (SELECT id FROM owners WHERE name = 'cut-owner'), l AS (SELECT sharelinks_uuid_v7() AS id),
-		ins AS (
-			INSERT INTO audit_events (id, owner_id, link_id, type, occurred_at, actor, data)
-			SELECT sharelinks_uuid_v7(), o.id, l.id, 'link.opened', now(), '{"type":"recipient"}', '{}'
-			FROM o, l, generate_series(1, $1)
-		)
-		SELECT id::text FROM l`, n).Scan(&linkID); err != nil {
-		t.Fatal(err)
-	}
-	sealAudit(t, st)
 	req, _ := http.NewRequest("GET", st.URL+"/v1/links/"+linkID+"/audit/export", nil)
 	req.Header.Set("Authorization", "Bearer "+key)
 	resp, err := st.Client.Do(req)
@@ -238,7 +224,7 @@ func TestAuditExportCutMidStreamIsAnError(t *testing.T) {
 	}
 	rest, err := io.ReadAll(resp.Body)
 	if killed == 0 {
-		// The client has read 1 kB of some 30 MB: the server is blocked
+		// The client has read 1 kB of some 50 MB: the server is blocked
 		// writing, so its session is there to kill.
 		t.Fatal("no export session to kill")
 	}
