@@ -26,6 +26,7 @@ var sampleData = map[string]map[string]any{
 		"max_access_count": nil, "target_count": 3,
 	},
 	"link.revoked":           {},
+	"link.restored":          {"status": "active"},
 	"link.updated":           {"changed": []any{"expires_at", "max_access_count"}, "status": "active"},
 	"link.exhausted":         {"access_count": 5},
 	"link.expired":           {},

@@ -139,6 +139,8 @@ func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
 		{[]string{"serve", "--database-url", "postgres://nobody:secretpw@127.0.0.1:1/x", "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "DATABASE_URL: connect to postgres://nobody:xxxxx@127.0.0.1:1/x"},
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", "nats://127.0.0.1:1", "--sharelinks-secret", testkit.TestSecret, "--http-addr", "127.0.0.1:0"}, "NATS_URL: connect to nats://127.0.0.1:1"},
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--sms-regions", "US,XX"}, `SMS_REGIONS: "XX" is not a region`},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--otp-code-length", "5"}, "OTP_*: code length 5: must be 6 to 10 digits"},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--otp-ttl", "30m"}, "OTP_*: code lifetime 30m0s: must be 1m0s to 10m0s"},
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

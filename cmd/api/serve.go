@@ -44,7 +44,9 @@ type serveConfig struct {
 	SMSRegions          string
 	NotifyPerHour       int
 	RemindBefore        time.Duration
+	RestoreWindow       time.Duration
 	GrantTTL            time.Duration
+	OTP                 link.OTPLimits
 	SessionTTL          time.Duration
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
@@ -71,6 +73,16 @@ func serve(ctx context.Context, args []string) error {
 	set.Int(&c.NotifyPerHour, "NOTIFY_PER_HOUR", 10_000, "notifications one owner may queue per hour (0: no limit)")
 	set.Duration(&c.RemindBefore, "REMIND_BEFORE", 24*time.Hour,
 		"remind a recipient sent a link this long before it expires if it is still unopened (0: never)")
+	d := link.DefaultOTPLimits
+	set.Int(&c.OTP.CodeLength, "OTP_CODE_LENGTH", d.CodeLength, "digits in a one-time code (6-10), unless a link's otp_policy says otherwise")
+	set.Duration(&c.OTP.TTL, "OTP_TTL", d.TTL, "how long a one-time code works (1m-10m), unless a link's otp_policy says otherwise")
+	set.Int(&c.OTP.MaxWrongCodes, "OTP_MAX_ATTEMPTS", d.MaxWrongCodes, "wrong codes before a code locks (1-10), unless a link's otp_policy says otherwise")
+	set.Duration(&c.OTP.MinGap, "OTP_RESEND_AFTER", d.MinGap, "wait between two codes for a link (10s-10m), unless a link's otp_policy says otherwise")
+	set.Int(&c.OTP.PerLinkHour, "OTP_PER_LINK_HOUR", d.PerLinkHour, "codes one link may be sent in any hour")
+	set.Int(&c.OTP.PerDestinationHour, "OTP_PER_DESTINATION_HOUR", d.PerDestinationHour,
+		"codes one address or number may be sent in any hour, across links")
+	set.Duration(&c.RestoreWindow, "RESTORE_WINDOW", 7*24*time.Hour,
+		"how long after a revocation the owner may restore the link under the same URL (0: revocations are final)")
 	set.Duration(&c.GrantTTL, "GRANT_TTL", 60*time.Second, "lifetime of a signed grant")
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
@@ -87,6 +99,9 @@ func serve(ctx context.Context, args []string) error {
 	set.Bool(&c.WebhookAllowPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback/private networks")
 	if err := set.Parse(args); err != nil {
 		return err
+	}
+	if err := c.OTP.Check(); err != nil {
+		return fmt.Errorf("OTP_*: %w", err)
 	}
 	smsRegions, err := link.ParseRegions(c.SMSRegions)
 	if err != nil {
@@ -161,7 +176,8 @@ func serve(ctx context.Context, args []string) error {
 		PublicBaseURL: c.PublicBaseURL,
 		Policy: link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion,
 			SMSRegions: smsRegions},
-		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore,
+		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore, OTP: c.OTP,
+		RestoreWindow: c.RestoreWindow,
 	})
 	auditSigner, err := evidence.NewSigner(c.Keys.AuditKey(), strings.TrimRight(c.PublicBaseURL, "/"))
 	if err != nil {

@@ -232,7 +232,7 @@ func (b *bench) ceilingCode(ctx context.Context, conc int, dur time.Duration, li
 		sess := &link.Session{ID: uuid.Must(uuid.NewV7()).String(),
 			TokenHash: keys.LookupHash(secret.NewToken(link.SessionTokenPrefix)), ExpiresAt: time.Now().Add(30 * time.Minute)}
 		sql, args, err := postgres.AttemptCodeQuery(link.CodeAttempt{TokenHash: th, CodeHash: keys.CodeHash(th, links[i].code),
-			Blind: secret.NewBlind(), Limit: link.DefaultOTPLimits.MaxWrongCodes, Session: sess, Actor: recipientActor})
+			Blind: secret.NewBlind(), CodeLength: len(links[i].code), Session: sess, Actor: recipientActor})
 		if err != nil {
 			return true, err
 		}

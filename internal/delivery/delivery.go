@@ -40,7 +40,7 @@ type Store interface {
 	NotificationSent(ctx context.Context, n link.Notification, providerID string) error
 	NotificationRetry(ctx context.Context, id, lastErr string, delay time.Duration) error
 	NotificationFailed(ctx context.Context, id, lastErr string) error
-	ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(tokenHash []byte) []byte) (postgres.CodeJob, bool, error)
+	ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(tokenHash []byte, length int) []byte) (postgres.CodeJob, bool, error)
 	ChallengeSent(ctx context.Context, j postgres.CodeJob, providerID string) error
 	ChallengeRetry(ctx context.Context, id, lastErr string) error
 	ChallengeFailed(ctx context.Context, id, lastErr string) error
@@ -66,9 +66,8 @@ func (r Retry) Delay(n int) time.Duration {
 type Config struct {
 	PublicBaseURL string
 	Brand         compose.Brand
-	Notify        Retry // default 30s doubling to 1h, 10 attempts
-	OTP           Retry // default 2s doubling to 10s, 3 attempts: codes are short-lived
-	OTPTTL        time.Duration
+	Notify        Retry         // default 30s doubling to 1h, 10 attempts
+	OTP           Retry         // default 2s doubling to 10s, 3 attempts: codes are short-lived
 	Lease         time.Duration // how long one send attempt holds a row
 	// SMSRegions are the regions texts may go to (as the api's
 	// SMS_REGIONS; empty: any). The api checks them when a link or send
@@ -160,9 +159,6 @@ func New(store Store, keys *secret.Keys, m MailSender, mailTemp Classifier, s SM
 	}
 	if cfg.OTP == (Retry{}) {
 		cfg.OTP = Retry{Base: 2 * time.Second, Max: 10 * time.Second, Attempts: 3}
-	}
-	if cfg.OTPTTL == 0 {
-		cfg.OTPTTL = link.DefaultOTPLimits.TTL
 	}
 	if cfg.Lease == 0 {
 		cfg.Lease = 2 * time.Minute
@@ -310,13 +306,14 @@ func (w *Workers) DeadNotification(ctx context.Context, e events.Event, reason s
 	return w.store.NotificationFailed(ctx, d.NotificationID, "gave up: "+reason)
 }
 
-// NewCode returns a uniformly random 6-digit code from crypto/rand.
-func NewCode() string {
-	n, err := rand.Int(rand.Reader, big.NewInt(1_000_000))
+// NewCode returns a uniformly random code of length digits from
+// crypto/rand (leading zeros kept: every digit carries its share).
+func NewCode(length int) string {
+	n, err := rand.Int(rand.Reader, new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(length)), nil))
 	if err != nil {
 		panic(err) // crypto/rand does not fail on supported platforms
 	}
-	return fmt.Sprintf("%06d", n.Int64())
+	return fmt.Sprintf("%0*d", length, n)
 }
 
 // HandleOTP generates a code, stores only its keyed hash, and sends it.
@@ -328,12 +325,18 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 	if done, err := w.recordPending(ctx, d.ChallengeID); done {
 		return err
 	}
-	code := NewCode()
-	job, ok, err := w.store.ClaimChallenge(ctx, d.ChallengeID, w.cfg.Lease, func(th []byte) []byte { return w.keys.CodeHash(th, code) })
+	var code string
+	job, ok, err := w.store.ClaimChallenge(ctx, d.ChallengeID, w.cfg.Lease, func(th []byte, length int) []byte {
+		code = NewCode(length)
+		return w.keys.CodeHash(th, code)
+	})
 	if err != nil || !ok {
 		return notClaimable(err)
 	}
 	ch := job.Challenge
+	// The message says how long the code has left: the link's policy set
+	// its lifetime, and a retried send has less of it.
+	ttl := max(time.Until(ch.ExpiresAt), time.Second)
 	log := w.log.With("challenge_id", ch.ID, "channel", ch.Channel)
 	var providerID string
 	var temporary bool
@@ -341,10 +344,10 @@ func (w *Workers) HandleOTP(ctx context.Context, e events.Event, _ uint64) error
 		if reason := w.untextable(ch.Recipient); reason != "" {
 			return w.failOTP(ctx, ch, reason)
 		}
-		body := compose.OTPSMS(code, w.host, w.cfg.OTPTTL, w.cfg.Brand.Name)
+		body := compose.OTPSMS(code, w.host, ttl, w.cfg.Brand.Name)
 		providerID, temporary, err = w.send("sms", func() (string, error) { return w.sms.Send(ctx, ch.Recipient, body) })
 	} else {
-		subject, text, html, cerr := compose.OTPEmail(compose.OTPData{Code: code, TTL: w.cfg.OTPTTL, Host: w.host, Brand: w.cfg.Brand})
+		subject, text, html, cerr := compose.OTPEmail(compose.OTPData{Code: code, TTL: ttl, Host: w.host, Brand: w.cfg.Brand})
 		if cerr != nil {
 			return w.failOTP(ctx, ch, "compose: "+cerr.Error())
 		}

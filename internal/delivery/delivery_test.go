@@ -404,7 +404,7 @@ func TestAttemptCodeChargesComparesAndCountsInOneStatement(t *testing.T) {
 		sess := &link.Session{ID: uuid.Must(uuid.NewV7()).String(), TokenHash: st.Keys.LookupHash(secret.NewToken("")),
 			ExpiresAt: time.Now().Add(time.Hour)}
 		out, err := st.Store.AttemptCode(ctx, link.CodeAttempt{TokenHash: hash, CodeHash: st.Keys.CodeHash(hash, code),
-			Blind: secret.NewBlind(), Limit: 5, Session: sess, Actor: events.System})
+			Blind: secret.NewBlind(), CodeLength: len(code), Session: sess, Actor: events.System})
 		return out, sess, err
 	}
 	state := func() (attempts int, status string, accesses, sessions, verified int) {

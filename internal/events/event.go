@@ -22,6 +22,7 @@ const (
 	LinkVerifyFailed      = "link.verify_failed"
 	LinkOpened            = "link.opened"
 	LinkPurged            = "link.purged"
+	LinkRestored          = "link.restored"
 	NotificationRequested = "notification.requested"
 	NotificationSent      = "notification.sent"
 	NotificationFailed    = "notification.failed"
@@ -33,7 +34,7 @@ const (
 // Types lists every event type (schemas/events/v1 has one schema each;
 // the schemas tests keep the two in step).
 var Types = []string{LinkCreated, LinkRevoked, LinkUpdated, LinkExhausted, LinkExpired, LinkVerified, LinkVerifyFailed,
-	LinkOpened, LinkPurged, NotificationRequested, NotificationSent, NotificationFailed, OTPRequested, OTPSent, OTPFailed}
+	LinkOpened, LinkPurged, LinkRestored, NotificationRequested, NotificationSent, NotificationFailed, OTPRequested, OTPSent, OTPFailed}
 
 // Stream and subject names.
 const (
@@ -142,6 +143,11 @@ type (
 	UpdatedData struct {
 		Changed []string `json:"changed"`
 		Status  string   `json:"status"`
+	}
+	// RestoredData is link.restored's data: the link's status after its
+	// owner brought it back from a revocation.
+	RestoredData struct {
+		Status string `json:"status"`
 	}
 	// OpenedData is link.opened's data.
 	OpenedData struct {

@@ -55,6 +55,7 @@ var fuzzRoutes = []fuzzRoute{
 	{"PATCH", "/v1/links/{id}", true, false, nil},
 	{"GET", "/v1/links/{id}/audit/export", true, false, nil},
 	{"GET", "/.well-known/sharelinks-audit-keys.json", false, false, nil},
+	{"POST", "/v1/links/{id}/restore", true, false, nil},
 }
 
 // fuzzTarget is what the fuzzer aims at: the seeded links and webhook.
@@ -198,6 +199,18 @@ func FuzzAPI(f *testing.F) {
 		{25, 0, 1, "", "", "", `{"max_access_count":1,"allowed_networks":["203.0.113.0/24"]}`},
 		{25, 0, 2, "", "", "", `{"max_access_count":1e400}`},
 		{25, 2, 0, "", "", "", `{"message":"x"}`},
+		{0, 0, 0, "", "", "", string(link(func(s map[string]any) {
+			s["authenticators"] = []any{map[string]any{"auth_type": "email_otp", "auth_context": "a@example.com"}}
+			s["otp_policy"] = map[string]any{"code_length": 8, "max_attempts": 3}
+		}))},
+		{0, 0, 0, "", "", "", string(link(func(s map[string]any) { s["otp_policy"] = map[string]any{"code_length": 0} }))},
+		{25, 0, 2, "", "", "", `{"otp_policy":{"code_length":8,"resend_after":60}}`},
+		{25, 0, 2, "", "", "", `{"otp_policy":null}`},
+		{25, 0, 2, "", "", "", `{"otp_policy":{"code_ttl":1e400,"x":1}}`},
+		{25, 0, 0, "", "", "", `{"otp_policy":{"code_length":8}}`},
+		{28, 0, 4, "", "", "", ""},
+		{28, 0, 0, "", "", "", ""},
+		{28, 2, 4, "", "", "", ""},
 	}
 	// Deep nesting and a huge array, within the body limit: a 4xx, without
 	// the memory or stack to match.

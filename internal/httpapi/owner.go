@@ -37,6 +37,7 @@ type linkJSON struct {
 	AllowedNetworks []string          `json:"allowed_networks"`
 	Tags            []string          `json:"tags"`
 	NotBefore       *time.Time        `json:"not_before"`
+	OTPPolicy       *link.OTPPolicy   `json:"otp_policy,omitempty"`
 }
 
 func toLinkJSON(v link.View) linkJSON {
@@ -46,7 +47,7 @@ func toLinkJSON(v link.View) linkJSON {
 		Authenticator: authenticatorJSON{AuthType: v.AuthType, AuthContext: link.MaskRecipient(v.AuthType, v.Recipient)},
 		Title:         v.Title, Message: v.Message, CreatedAt: v.CreatedAt.UTC(), UpdatedAt: v.UpdatedAt.UTC(),
 		RevokedAt: v.RevokedAt, LastAccessedAt: v.LastAccessedAt, AllowedNetworks: make([]string, len(v.AllowedNetworks)),
-		Tags: v.Tags, NotBefore: v.NotBefore,
+		Tags: v.Tags, NotBefore: v.NotBefore, OTPPolicy: v.OTP,
 	}
 	if j.Tags == nil {
 		j.Tags = []string{}
@@ -113,6 +114,7 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, o link.Owner
 		AllowedNetworks *[]string       `json:"allowed_networks"`
 		Tags            *[]string       `json:"tags"`
 		NotBefore       json.RawMessage `json:"not_before"` // absent, null (open at once) or a time
+		OTPPolicy       json.RawMessage `json:"otp_policy"` // absent, null (the defaults) or a policy
 	}
 	if err := decode(w, r, &body); err != nil {
 		return err
@@ -127,6 +129,15 @@ func (s *Server) updateLink(w http.ResponseWriter, r *http.Request, o link.Owner
 				return apperr.Field("not_before", "invalid_not_before", "not_before must be an RFC 3339 time, or null to open at once")
 			}
 			p.NotBefore = &t
+		}
+	}
+	if len(body.OTPPolicy) > 0 {
+		p.SetOTPPolicy = true
+		if string(body.OTPPolicy) != "null" {
+			p.OTPPolicy = new(link.OTPPolicySpec)
+			if err := decodeValue(body.OTPPolicy, p.OTPPolicy); err != nil {
+				return err
+			}
 		}
 	}
 	if len(body.MaxAccessCount) > 0 {
@@ -253,6 +264,15 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request, o link.Owner
 		return apperr.New(apperr.NotFound, "link_not_found", "link not found")
 	}
 	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) restoreLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	v, err := s.svc.Restore(r.Context(), o, r.PathValue("id"))
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, toLinkJSON(v))
 	return nil
 }
 

@@ -47,6 +47,9 @@ func (s *Server) landing(w http.ResponseWriter, r *http.Request) error {
 	if d := l.Destination(); d != "" {
 		resp["destination"] = d
 	}
+	if p := s.svc.OTPPolicy(l); p != nil {
+		resp["otp_policy"] = p // what a code will be: its length, life, attempts and resend wait
+	}
 	writeJSON(w, http.StatusOK, resp)
 	return nil
 }

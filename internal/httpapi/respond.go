@@ -167,6 +167,17 @@ func decode(w http.ResponseWriter, r *http.Request, dst any) error {
 	return nil
 }
 
+// decodeValue decodes one value of a body decode already checked (a field
+// kept raw to tell null from absent) as strictly: no unknown fields.
+func decodeValue(raw json.RawMessage, dst any) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return decodeError(err)
+	}
+	return nil
+}
+
 func decodeError(err error) error {
 	var (
 		syntax   *json.SyntaxError

@@ -79,6 +79,9 @@ type Spec struct {
 	Tags []string `json:"tags"`
 	// NotBefore is when the link opens to recipients; absent: at once.
 	NotBefore *time.Time `json:"not_before"`
+	// OTPPolicy sets how the codes of the spec's email_otp and sms_otp
+	// links work; absent fields take the operator's defaults.
+	OTPPolicy *OTPPolicySpec `json:"otp_policy"`
 }
 
 // Policy is the configurable part of validation.
@@ -142,6 +145,7 @@ type Validated struct {
 	Auths    []Auth
 	Networks []netip.Prefix
 	Tags     []string
+	OTP      *OTPPolicy // what the owner set; nil: the defaults
 }
 
 // Validate checks one spec; field paths are prefixed with prefix (e.g. "links[3]").
@@ -215,7 +219,15 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	if err != nil {
 		return Validated{}, err
 	}
-	v := Validated{Spec: s, Networks: networks, Tags: tags}
+	otp, err := s.OTPPolicy.validate(f("otp_policy"))
+	if err != nil {
+		return Validated{}, err
+	}
+	v := Validated{Spec: s, Networks: networks, Tags: tags, OTP: otp}
+	if s.OTPPolicy != nil && !slices.ContainsFunc(s.Authenticators, func(a AuthSpec) bool { return IsOTP(a.AuthType) }) {
+		return Validated{}, apperr.Field(f("otp_policy"), "otp_policy_not_applicable",
+			"otp_policy applies to email_otp and sms_otp authenticators, and this spec has none")
+	}
 	if len(s.Authenticators) == 0 {
 		if p.ForbidOpenLinks {
 			return Validated{}, apperr.Field(f("authenticators"), "open_links_forbidden", "links without an authenticator are not allowed here")

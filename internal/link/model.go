@@ -42,6 +42,9 @@ type Link struct {
 	Tags            []string // the owner's labels; none is nil
 	// NotBefore is when recipients may start to use the link; nil: at once.
 	NotBefore *time.Time
+	// OTPPolicy is what the owner set of how the link's codes work; nil
+	// (and any zero field): the operator's defaults (see Link.OTPLimits).
+	OTPPolicy *OTPPolicy
 }
 
 // Notification is one "Open" message to one recipient about one link.
@@ -120,9 +123,11 @@ type CodeAttempt struct {
 	TokenHash []byte
 	CodeHash  []byte
 	Blind     []byte
-	Limit     int // attempts a challenge takes
-	Session   *Session
-	Actor     events.Actor
+	// CodeLength is the digits typed: a challenge whose code has another
+	// length is not charged (the full path then says how long it is).
+	CodeLength int
+	Session    *Session
+	Actor      events.Actor
 }
 
 // CodeOutcome is what a CodeAttempt did.
@@ -136,13 +141,17 @@ type CodeOutcome struct {
 // Challenge is one one-time-code request of an OTP link. The code itself
 // is never stored: CodeHash is its keyed hash, set by the dispatcher.
 type Challenge struct {
-	ID           string
-	LinkID       string
-	Channel      string // email | sms
-	Recipient    string
-	Status       string // pending | sent | failed | verified | expired | locked
-	CodeHash     []byte
-	WrongCodes   int
+	ID         string
+	LinkID     string
+	Channel    string // email | sms
+	Recipient  string
+	Status     string // pending | sent | failed | verified | expired | locked
+	CodeHash   []byte
+	WrongCodes int
+	// CodeLength and MaxAttempts are the link's policy when the code was
+	// requested: a code keeps the terms it was sent with.
+	CodeLength   int
+	MaxAttempts  int
 	ExpiresAt    time.Time
 	FailedBefore bool // the previous send failed: report it instead of sending
 }
@@ -154,10 +163,11 @@ type OTPLimits struct {
 	PerLinkHour        int           // sends per link per hour
 	PerDestinationHour int           // sends per address/number per hour, across links
 	MaxWrongCodes      int           // wrong codes before a challenge locks
+	CodeLength         int           // digits in a code
 }
 
 // DefaultOTPLimits follow NIST 800-63B and OWASP (see README).
-var DefaultOTPLimits = OTPLimits{TTL: 10 * time.Minute, MinGap: 30 * time.Second, PerLinkHour: 5, PerDestinationHour: 10, MaxWrongCodes: 5}
+var DefaultOTPLimits = OTPLimits{TTL: 10 * time.Minute, MinGap: 30 * time.Second, PerLinkHour: 5, PerDestinationHour: 10, MaxWrongCodes: 5, CodeLength: 6}
 
 // AuditQuery filters an owner's audit trail; After is the decoded cursor.
 type AuditQuery struct {

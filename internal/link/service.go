@@ -28,6 +28,7 @@ type Store interface {
 	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
 	UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor, apply func(Link) (Link, []string, error)) (Link, error)
+	RestoreLink(ctx context.Context, ownerID, id string, actor events.Actor, decide func(Link) (string, error)) (Link, error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	RevokeTag(ctx context.Context, owner Owner, tag string, actor events.Actor) ([]string, error)
 	RevokeRecipient(ctx context.Context, owner Owner, recipient string, actor events.Actor) ([]string, error)
@@ -44,7 +45,7 @@ type Store interface {
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
 	LinkAndChallenge(ctx context.Context, tokenHash []byte) (Link, *Challenge, error)
-	ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error)
+	ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error)
 	AttemptCode(ctx context.Context, a CodeAttempt) (CodeOutcome, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
@@ -67,6 +68,9 @@ type Config struct {
 	// RemindBefore is how long before a link expires a recipient who was
 	// sent it and has not opened it gets one reminder (0: never).
 	RemindBefore time.Duration
+	// RestoreWindow is how long after a revocation the owner may bring the
+	// link back under the same URL (0: a revocation is final).
+	RestoreWindow time.Duration
 }
 
 // Notification kinds: the first message about a link, and the reminder.
@@ -97,9 +101,7 @@ func NewService(store Store, keys *secret.Keys, hasher *password.Hasher, signer 
 	if cfg.LockFor == 0 {
 		cfg.LockFor = 15 * time.Minute
 	}
-	if cfg.OTP == (OTPLimits{}) {
-		cfg.OTP = DefaultOTPLimits
-	}
+	cfg.OTP = cfg.OTP.orDefaults()
 	if cfg.Policy.MaxExpiry == 0 {
 		cfg.Policy.MaxExpiry = 365 * 24 * time.Hour
 	}
@@ -111,6 +113,9 @@ func NewService(store Store, keys *secret.Keys, hasher *password.Hasher, signer 
 type View struct {
 	Link
 	URL string
+	// OTP is the policy that applies to the link's codes (every field
+	// set); nil for links without codes.
+	OTP *OTPPolicy
 }
 
 // Token prefixes make leaked secrets recognisable (and scannable).
@@ -133,7 +138,7 @@ func (s *Service) view(l Link) (View, error) {
 		return View{}, fmt.Errorf("unseal token of %s: %w", l.ID, err)
 	}
 	l.Status = EffectiveStatus(l.Status, l.ExpiresAt, s.now())
-	return View{Link: l, URL: s.cfg.PublicBaseURL + "/s/" + string(tok)}, nil
+	return View{Link: l, URL: s.cfg.PublicBaseURL + "/s/" + string(tok), OTP: s.OTPPolicy(l)}, nil
 }
 
 // Create validates every spec first, then writes all links, notifications
@@ -181,6 +186,9 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				Targets: v.Spec.Targets, ExpiresAt: v.Spec.ExpiresAt.UTC(), MaxAccessCount: v.Spec.MaxAccessCount,
 				Title: v.Spec.Title, Message: v.Spec.Message, CreatedAt: now, UpdatedAt: now,
 				AllowedNetworks: v.Networks, Tags: v.Tags, NotBefore: utcOrNil(v.Spec.NotBefore),
+			}
+			if IsOTP(a.Type) {
+				l.OTPPolicy = v.OTP
 			}
 			if a.Type == AuthPassword {
 				h, err := s.hasher.Hash(ctx, a.Password)
@@ -581,7 +589,7 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 		th := s.keys.LookupHash(token)
 		sessTok, sess := s.newSession("")
 		out, err := s.store.AttemptCode(ctx, CodeAttempt{TokenHash: th, CodeHash: s.keys.CodeHash(th, code),
-			Blind: secret.NewBlind(), Limit: s.cfg.OTP.MaxWrongCodes, Session: sess, Actor: actor})
+			Blind: secret.NewBlind(), CodeLength: len(code), Session: sess, Actor: actor})
 		switch {
 		case err == nil && out.Counted:
 			return Access{Token: sessTok, ExpiresIn: s.cfg.SessionTTL, Link: out.Link}, nil
@@ -590,7 +598,7 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 		case err == nil:
 			// A wrong code, or one hashed the earlier way: the attempt
 			// is charged, so compare as the full path does.
-			challengeID, err := s.compareCode(ctx, out.Link, out.Challenge.ID, out.Challenge.CodeHash, code, out.Challenge.WrongCodes, actor)
+			challengeID, err := s.compareCode(ctx, out.Link, out.Challenge, code, out.Challenge.WrongCodes, actor)
 			if err != nil {
 				return Access{}, err
 			}
@@ -661,8 +669,15 @@ func (s *Service) newSession(linkID string) (string, *Session) {
 	}
 }
 
-// CodeLifetime is how long a one-time code works after it is requested.
-func (s *Service) CodeLifetime() time.Duration { return s.cfg.OTP.TTL }
+// OTPPolicy is the policy that applies to l's codes, every field set;
+// nil when l has no codes.
+func (s *Service) OTPPolicy(l Link) *OTPPolicy {
+	if !IsOTP(l.AuthType) {
+		return nil
+	}
+	p := l.OTPLimits(s.cfg.OTP).Policy()
+	return &p
+}
 
 // OTPSent is the answer to a code request.
 type OTPSent struct {
@@ -680,17 +695,18 @@ func (s *Service) RequestOTP(ctx context.Context, token string, actor events.Act
 	if l.AuthType != AuthEmailOTP && l.AuthType != AuthSMSOTP {
 		return OTPSent{}, apperr.New(apperr.Conflict, "not_otp_link", "this link does not use one-time codes")
 	}
-	ch, err := s.store.RequestOTP(ctx, l, s.cfg.OTP, actor)
+	lim := l.OTPLimits(s.cfg.OTP)
+	ch, err := s.store.RequestOTP(ctx, l, lim, actor)
 	if err != nil {
 		return OTPSent{}, err
 	}
 	if ch.FailedBefore {
 		e := apperr.New(apperr.Upstream, "otp_send_failed",
 			"we could not deliver the last code to %s; ask again, or ask the sender to check the address", l.Destination())
-		e.RetryAfter = s.cfg.OTP.MinGap
+		e.RetryAfter = lim.MinGap
 		return OTPSent{}, e
 	}
-	return OTPSent{SentTo: l.Destination(), ResendAfter: s.cfg.OTP.MinGap}, nil
+	return OTPSent{SentTo: l.Destination(), ResendAfter: lim.MinGap}, nil
 }
 
 // checkCode verifies a one-time code against the link's newest challenge.
@@ -715,23 +731,26 @@ func (s *Service) checkCode(ctx context.Context, l Link, ch *Challenge, code str
 		return "", apperr.New(apperr.Unauthorized, "code_used", "the code was already used: request a new code")
 	case ch.CodeHash == nil:
 		return "", apperr.New(apperr.Unauthorized, "code_not_sent", "the code is still on its way; try again in a moment")
+	case len(code) != ch.CodeLength:
+		// A code of the wrong length is a slip, not a guess: it is not charged.
+		return "", apperr.Field("code", "invalid_code_format", "the code is %d digits", ch.CodeLength)
 	}
-	used, err := s.store.ChargeCodeAttempt(ctx, ch.ID, s.cfg.OTP.MaxWrongCodes)
+	used, err := s.store.ChargeCodeAttempt(ctx, ch.ID)
 	if err != nil {
 		return "", err
 	}
-	return s.compareCode(ctx, l, ch.ID, ch.CodeHash, code, used, actor)
+	return s.compareCode(ctx, l, *ch, code, used, actor)
 }
 
-// normalizeCode strips the spaces a recipient may type and checks the
-// code's form (6 digits).
+// normalizeCode strips the spaces and dashes a recipient may type and
+// checks the code's form: digits, as many as a policy may ask for.
 func normalizeCode(code string) (string, error) {
-	code = strings.ReplaceAll(strings.TrimSpace(code), " ", "")
+	code = strings.NewReplacer(" ", "", "-", "").Replace(strings.TrimSpace(code))
 	if code == "" {
 		return "", apperr.Field("code", "code_required", "enter the code we sent you")
 	}
-	if len(code) != 6 || strings.Trim(code, "0123456789") != "" {
-		return "", apperr.Field("code", "invalid_code_format", "the code is 6 digits")
+	if len(code) < MinCodeLength || len(code) > MaxCodeLength || strings.Trim(code, "0123456789") != "" {
+		return "", apperr.Field("code", "invalid_code_format", "the code is %d to %d digits", MinCodeLength, MaxCodeLength)
 	}
 	return code, nil
 }
@@ -740,15 +759,15 @@ func normalizeCode(code string) (string, error) {
 // charged (used is the attempts counted so far, this one included), and
 // records a wrong one. The stored hash is in either form (CodeHash, or
 // the earlier OTPHash); a wrong code matches neither.
-func (s *Service) compareCode(ctx context.Context, l Link, challengeID string, codeHash []byte, code string, used int, actor events.Actor) (string, error) {
-	current, earlier := secret.Equal(s.keys.CodeHash(l.TokenHash, code), codeHash), secret.Equal(s.keys.OTPHash(challengeID, code), codeHash)
+func (s *Service) compareCode(ctx context.Context, l Link, ch Challenge, code string, used int, actor events.Actor) (string, error) {
+	current, earlier := secret.Equal(s.keys.CodeHash(l.TokenHash, code), ch.CodeHash), secret.Equal(s.keys.OTPHash(ch.ID, code), ch.CodeHash)
 	if current || earlier {
-		return challengeID, nil
+		return ch.ID, nil
 	}
-	if err := s.store.FailCode(ctx, l, challengeID, used, s.cfg.OTP.MaxWrongCodes, actor); err != nil {
+	if err := s.store.FailCode(ctx, l, ch.ID, used, ch.MaxAttempts, actor); err != nil {
 		return "", err
 	}
-	left := s.cfg.OTP.MaxWrongCodes - used
+	left := ch.MaxAttempts - used
 	if left <= 0 {
 		return "", apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
 	}

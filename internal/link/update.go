@@ -24,20 +24,26 @@ type Patch struct {
 	Tags            *[]string
 	SetNotBefore    bool
 	NotBefore       *time.Time
+	// SetOTPPolicy replaces the link's OTP policy with OTPPolicy (nil:
+	// the operator's defaults).
+	SetOTPPolicy bool
+	OTPPolicy    *OTPPolicySpec
 }
 
 // Update changes a link in place: its expiry, access limit, title,
-// message or networks. The link's status follows: a later expiry brings
-// an expired link back, a higher limit an exhausted one (under the same
-// URL, as owners ask of share links they let lapse), and a limit equal to
-// the accesses already counted exhausts it (a lower one is refused). A
-// revoked link stays revoked: revoking is the owner's promise that the
-// URL is dead.
+// message, networks, tags, start or OTP policy. The link's status
+// follows: a later expiry brings an expired link back, a higher limit an
+// exhausted one (under the same URL, as owners ask of share links they let
+// lapse), and a limit equal to the accesses already counted exhausts it (a
+// lower one is refused). A revoked link is not changed: revoking is the
+// owner's promise that the URL is dead, and only Restore, asked for
+// explicitly, takes that back.
 func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (View, error) {
 	now := s.now()
-	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil && p.Tags == nil && !p.SetNotBefore {
+	if p.ExpiresAt == nil && !p.SetMax && p.Title == nil && p.Message == nil && p.AllowedNetworks == nil && p.Tags == nil &&
+		!p.SetNotBefore && !p.SetOTPPolicy {
 		return View{}, apperr.New(apperr.Invalid, "empty_update",
-			"send at least one of expires_at, max_access_count, title, message, allowed_networks, tags, not_before")
+			"send at least one of expires_at, max_access_count, title, message, allowed_networks, tags, not_before, otp_policy")
 	}
 	if p.ExpiresAt != nil {
 		if err := checkExpiry("expires_at", *p.ExpiresAt, now, s.cfg.Policy); err != nil {
@@ -61,10 +67,14 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 			return View{}, err
 		}
 	}
+	otp, err := p.OTPPolicy.validate("otp_policy")
+	if err != nil {
+		return View{}, err
+	}
 	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
 	l, err := s.store.UpdateLink(ctx, owner.ID, id, actor, func(l Link) (Link, []string, error) {
 		if l.Status == StatusRevoked {
-			return l, nil, apperr.New(apperr.Conflict, "link_revoked", "a revoked link cannot be changed; create a new one")
+			return l, nil, apperr.New(apperr.Conflict, "link_revoked", "a revoked link cannot be changed; restore it first (POST /v1/links/{id}/restore), or create a new one")
 		}
 		var changed []string
 		if p.ExpiresAt != nil && !p.ExpiresAt.Equal(l.ExpiresAt) {
@@ -101,6 +111,15 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 			l.NotBefore = utcOrNil(p.NotBefore)
 			changed = append(changed, "not_before")
 		}
+		if p.SetOTPPolicy && !IsOTP(l.AuthType) {
+			e := apperr.New(apperr.Conflict, "otp_policy_not_applicable", "this link does not use one-time codes")
+			e.Field = "otp_policy"
+			return l, nil, e
+		}
+		if p.SetOTPPolicy && !samePolicy(otp, l.OTPPolicy) {
+			l.OTPPolicy = otp
+			changed = append(changed, "otp_policy")
+		}
 		// Against the expiry as it will be, whichever of the two changed.
 		if err := checkNotBefore("not_before", l.NotBefore, l.ExpiresAt); err != nil && len(changed) > 0 {
 			return l, nil, err
@@ -135,6 +154,13 @@ func sameTime(a, b *time.Time) bool {
 	return a.Equal(*b)
 }
 
+func samePolicy(a, b *OTPPolicy) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return *a == *b
+}
+
 func sameLimit(a, b *int) bool {
 	if a == nil || b == nil {
 		return a == b
@@ -148,4 +174,37 @@ func deref(s *string) string {
 		return ""
 	}
 	return *s
+}
+
+// Restore brings back a link its owner revoked, under the same URL, within
+// the RestoreWindow after the revocation: a revoke by tag or by target
+// that caught the wrong links, or one made in haste, is undone without
+// sending anyone a new link. The link returns to what its count and
+// expiry make it (active, exhausted, or expired, which the reaper then
+// records); sessions ended by the revocation stay ended, so recipients
+// prove themselves again.
+func (s *Service) Restore(ctx context.Context, owner Owner, id string) (View, error) {
+	now := s.now()
+	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
+	l, err := s.store.RestoreLink(ctx, owner.ID, id, actor, func(l Link) (string, error) {
+		switch {
+		case l.Status != StatusRevoked:
+			return "", apperr.New(apperr.Conflict, "not_revoked", "the link is %s, not revoked: there is nothing to restore",
+				EffectiveStatus(l.Status, l.ExpiresAt, now))
+		case s.cfg.RestoreWindow <= 0:
+			return "", apperr.New(apperr.Conflict, "restore_disabled", "revocations are final on this service (RESTORE_WINDOW is 0)")
+		case l.RevokedAt == nil || now.Sub(*l.RevokedAt) > s.cfg.RestoreWindow:
+			return "", apperr.New(apperr.Conflict, "restore_window_passed",
+				"a link can be restored for %s after it is revoked; this one was revoked longer ago", days(s.cfg.RestoreWindow))
+		case l.MaxAccessCount != nil && l.AccessCount >= *l.MaxAccessCount:
+			return StatusExhausted, nil
+		}
+		// Past its expiry it is active until the reaper records it
+		// expired, with its link.expired, as for every other link.
+		return StatusActive, nil
+	})
+	if err != nil {
+		return View{}, err
+	}
+	return s.view(l)
 }

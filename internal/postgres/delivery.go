@@ -132,15 +132,18 @@ type CodeJob struct {
 // ClaimChallenge takes a pending, unexpired challenge for one send attempt
 // and stores the hash of the code about to be sent (replacing any earlier
 // one: only the code of the latest attempt works). codeHash is given the
-// link's token hash, which the code's hash is bound to.
-func (s *Store) ClaimChallenge(ctx context.Context, id string, lease time.Duration, codeHash func(tokenHash []byte) []byte) (CodeJob, bool, error) {
+// link's token hash, which the code's hash is bound to, and the length of
+// code the challenge was requested with; it makes the code.
+func (s *Store) ClaimChallenge(ctx context.Context, id string, lease time.Duration,
+	codeHash func(tokenHash []byte, length int) []byte) (CodeJob, bool, error) {
 	var j CodeJob
 	var status string
 	var claimed *time.Time
 	var expires time.Time
 	var tokenHash []byte
-	err := s.pool.QueryRow(ctx, `SELECT c.status, c.claimed_until, c.expires_at, l.token_hash
-		FROM otp_challenges c JOIN links l ON l.id = c.link_id WHERE c.id = $1`, id).Scan(&status, &claimed, &expires, &tokenHash)
+	var length int
+	err := s.pool.QueryRow(ctx, `SELECT c.status, c.claimed_until, c.expires_at, l.token_hash, c.code_length
+		FROM otp_challenges c JOIN links l ON l.id = c.link_id WHERE c.id = $1`, id).Scan(&status, &claimed, &expires, &tokenHash, &length)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return j, false, nil
 	}
@@ -154,8 +157,9 @@ func (s *Store) ClaimChallenge(ctx context.Context, id string, lease time.Durati
 	err = s.pool.QueryRow(ctx, `UPDATE otp_challenges
 		SET claimed_until = now() + $2 * interval '1 second', send_attempts = send_attempts + 1, code_hash = $3, updated_at = now()
 		WHERE id = $1 AND status = 'pending' AND expires_at > now() AND (claimed_until IS NULL OR claimed_until < now())
-		RETURNING id::text, link_id::text, channel, recipient, status, expires_at, send_attempts`,
-		id, lease.Seconds(), codeHash(tokenHash)).Scan(&c.ID, &c.LinkID, &c.Channel, &c.Recipient, &c.Status, &c.ExpiresAt, &j.Attempts)
+		RETURNING id::text, link_id::text, channel, recipient, status, expires_at, send_attempts, code_length, max_attempts`,
+		id, lease.Seconds(), codeHash(tokenHash, length)).Scan(&c.ID, &c.LinkID, &c.Channel, &c.Recipient, &c.Status, &c.ExpiresAt,
+		&j.Attempts, &c.CodeLength, &c.MaxAttempts)
 	if errors.Is(err, pgx.ErrNoRows) {
 		if claimed != nil {
 			return j, false, &ErrNotClaimable{Until: *claimed}

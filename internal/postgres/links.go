@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,7 @@ import (
 
 const linkColumns = `id::text, owner_id::text, token_hash, token_sealed, status, link_type, auth_type,
 	coalesce(recipient, ''), coalesce(password_hash, ''), targets, expires_at, max_access_count,
-	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks, tags, not_before`
+	access_count, title, message, locked_until, created_at, updated_at, revoked_at, last_accessed_at, allowed_networks, tags, not_before, otp_policy`
 
 // scanLink reads linkColumns, then any extra columns into extra.
 func scanLink(row pgx.Row, extra ...any) (link.Link, error) {
@@ -51,7 +52,7 @@ func (r *linkRow) dest(extra ...any) []any {
 	return append([]any{&l.ID, &l.OwnerID, &l.TokenHash, &l.TokenSealed, &l.Status, &l.LinkType, &l.AuthType,
 		&l.Recipient, &l.PasswordHash, &r.targets, &l.ExpiresAt, &l.MaxAccessCount,
 		&l.AccessCount, &l.Title, &l.Message, &l.LockedUntil, &l.CreatedAt, &l.UpdatedAt, &l.RevokedAt, &l.LastAccessedAt,
-		&l.AllowedNetworks, &l.Tags, &l.NotBefore}, extra...)
+		&l.AllowedNetworks, &l.Tags, &l.NotBefore, &l.OTPPolicy}, extra...)
 }
 
 // scan is a batch callback: no row is not an error, and an attempt that
@@ -94,10 +95,11 @@ func (s *Store) InsertLinks(ctx context.Context, links []link.Link, notes []link
 			return fmt.Errorf("marshal targets: %w", err)
 		}
 		b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient,
-			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks, tags, not_before)
-			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16)`,
+			password_hash, targets, expires_at, max_access_count, title, message, allowed_networks, tags, not_before, otp_policy)
+			VALUES ($1, $2, $3, $4, $5, $6, nullif($7, ''), nullif($8, ''), $9, $10, $11, $12, $13, $14, $15, $16, $17)`,
 			l.ID, l.OwnerID, l.TokenHash, l.TokenSealed, l.LinkType, l.AuthType, l.Recipient,
-			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks), tagsArg(l.Tags), l.NotBefore)
+			l.PasswordHash, targets, l.ExpiresAt, l.MaxAccessCount, l.Title, l.Message, networksArg(l.AllowedNetworks), tagsArg(l.Tags), l.NotBefore,
+			l.OTPPolicy)
 	}
 	queueNotifications(b, notes)
 	if err := queueEvents(b, evs); err != nil {
@@ -377,12 +379,22 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 			status = link.StatusActive
 		}
 		err = tx.QueryRow(ctx, `UPDATE links SET expires_at = $2, max_access_count = $3, title = $4, message = $5,
-			allowed_networks = $6, status = $7, tags = $8, not_before = $9, updated_at = now(),
+			allowed_networks = $6, status = $7, tags = $8, not_before = $9, otp_policy = $10, updated_at = now(),
 			ended_at = CASE WHEN $7 = 'active' THEN NULL ELSE coalesce(ended_at, now()) END
 			WHERE id = $1 RETURNING updated_at`,
-			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status, tagsArg(nl.Tags), nl.NotBefore).Scan(&out.UpdatedAt)
+			id, nl.ExpiresAt, nl.MaxAccessCount, nl.Title, nl.Message, networksArg(nl.AllowedNetworks), status, tagsArg(nl.Tags), nl.NotBefore,
+			nl.OTPPolicy).Scan(&out.UpdatedAt)
 		if err != nil {
 			return fmt.Errorf("update link: %w", err)
+		}
+		if slices.Contains(changed, "otp_policy") {
+			// Codes out were sent under the old terms (their length on
+			// the recipient's page, their attempts): they end, and the
+			// next code follows the new policy.
+			if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'expired', updated_at = now()
+				WHERE link_id = $1 AND status IN ('pending', 'sent')`, id); err != nil {
+				return fmt.Errorf("end codes under the old policy: %w", err)
+			}
 		}
 		if !nl.ExpiresAt.Equal(l.ExpiresAt) {
 			// Reminders still to come keep their distance from the expiry.
@@ -393,6 +405,42 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 		}
 		return insertEvents(ctx, tx, events.Must(events.LinkUpdated, ownerID, id, actor,
 			events.UpdatedData{Changed: changed, Status: nl.Status}))
+	})
+	return out, err
+}
+
+// RestoreLink brings back one of the owner's revoked links, locked for the
+// change: decide checks it (the window, that it is revoked) and names the
+// status it returns to. Nothing was kept from the revocation to undo but
+// the status: sessions ended then stay ended, the URL is the same.
+func (s *Store) RestoreLink(ctx context.Context, ownerID, id string, actor events.Actor,
+	decide func(link.Link) (string, error)) (link.Link, error) {
+	if !isUUID(id) {
+		return link.Link{}, apperr.LinkNotFound()
+	}
+	var out link.Link
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		l, err := scanLink(tx.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2 FOR UPDATE`, id, ownerID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apperr.LinkNotFound()
+		}
+		if err != nil {
+			return fmt.Errorf("lock link: %w", err)
+		}
+		status, err := decide(l)
+		if err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `UPDATE links SET status = $2, revoked_at = NULL, updated_at = now(),
+			ended_at = CASE WHEN $2 = 'active' THEN NULL ELSE ended_at END
+			WHERE id = $1 RETURNING updated_at`, id, status).Scan(&l.UpdatedAt)
+		if err != nil {
+			return fmt.Errorf("restore link: %w", err)
+		}
+		l.Status, l.RevokedAt = status, nil
+		out = l
+		return insertEvents(ctx, tx, events.Must(events.LinkRestored, ownerID, id, actor,
+			events.RestoredData{Status: link.EffectiveStatus(status, l.ExpiresAt, time.Now())}))
 	})
 	return out, err
 }

@@ -73,8 +73,9 @@ func (s *Store) RequestOTP(ctx context.Context, l link.Link, lim link.OTPLimits,
 		}
 		ch = link.Challenge{ID: newID(), LinkID: l.ID, Channel: channelOf(l.AuthType), Recipient: l.Recipient,
 			Status: "pending", ExpiresAt: now.Add(lim.TTL)}
-		if _, err := tx.Exec(ctx, `INSERT INTO otp_challenges (id, link_id, channel, recipient, expires_at)
-			VALUES ($1, $2, $3, $4, $5)`, ch.ID, ch.LinkID, ch.Channel, ch.Recipient, ch.ExpiresAt); err != nil {
+		ch.CodeLength, ch.MaxAttempts = lim.CodeLength, lim.MaxWrongCodes
+		if _, err := tx.Exec(ctx, `INSERT INTO otp_challenges (id, link_id, channel, recipient, expires_at, code_length, max_attempts)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`, ch.ID, ch.LinkID, ch.Channel, ch.Recipient, ch.ExpiresAt, ch.CodeLength, ch.MaxAttempts); err != nil {
 			return fmt.Errorf("insert challenge: %w", err)
 		}
 		return insertEvents(ctx, tx, events.Must(events.OTPRequested, l.OwnerID, l.ID, actor,
@@ -97,15 +98,16 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 	var (
 		id, linkID, channel, recipient, status *string
 		codeHash                               []byte
-		wrong                                  *int
+		wrong, length, attempts                *int
 		expires                                *time.Time
 	)
 	l, err := scanLink(s.pool.QueryRow(ctx, `
 		WITH l AS (SELECT `+linkColumns+` FROM links WHERE token_hash = $1)
-		SELECT l.*, c.id::text, c.link_id::text, c.channel, c.recipient, c.status, c.code_hash, c.wrong_codes, c.expires_at
+		SELECT l.*, c.id::text, c.link_id::text, c.channel, c.recipient, c.status, c.code_hash, c.wrong_codes,
+			c.code_length, c.max_attempts, c.expires_at
 		FROM l LEFT JOIN LATERAL (
 			SELECT * FROM otp_challenges WHERE otp_challenges.link_id = l.id::uuid ORDER BY created_at DESC LIMIT 1
-		) c ON true`, tokenHash), &id, &linkID, &channel, &recipient, &status, &codeHash, &wrong, &expires)
+		) c ON true`, tokenHash), &id, &linkID, &channel, &recipient, &status, &codeHash, &wrong, &length, &attempts, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return link.Link{}, nil, apperr.LinkNotFound()
 	}
@@ -116,17 +118,18 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 		return l, nil, nil
 	}
 	return l, &link.Challenge{ID: *id, LinkID: *linkID, Channel: *channel, Recipient: *recipient, Status: *status,
-		CodeHash: codeHash, WrongCodes: *wrong, ExpiresAt: *expires}, nil
+		CodeHash: codeHash, WrongCodes: *wrong, CodeLength: *length, MaxAttempts: *attempts, ExpiresAt: *expires}, nil
 }
 
 // attemptCodeSQL is a code verify in one statement (link.CodeAttempt):
 // the live OTP link whose token hashes to $1; its newest challenge, when
-// it can take an attempt (its code sent, not used, not expired, under the
-// limit $2), charged one and, when the blinded hashes agree, used up;
-// then, as Access does, the count, the session and the events. The row
-// lock on the challenge serialises parallel attempts, and each re-checks
-// the limit after the one before it commits, so no more than $2 are ever
-// compared. It returns nothing when there was nothing to charge.
+// it can take an attempt (its code sent, not used, not expired, under its
+// attempt limit, and as long as the code typed, $2), charged one and, when
+// the blinded hashes agree, used up; then, as Access does, the count, the
+// session and the events. The row lock on the challenge serialises
+// parallel attempts, and each re-checks the limit after the one before it
+// commits, so no more than the limit are ever compared. It returns nothing
+// when there was nothing to charge.
 var attemptCodeSQL = `
 	WITH l AS (
 		SELECT ` + linkColumns + ` FROM links
@@ -136,8 +139,9 @@ var attemptCodeSQL = `
 		UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now(),
 			status = CASE WHEN sha256($3::bytea || code_hash) = sha256($3::bytea || $4::bytea) THEN 'verified' ELSE status END
 		WHERE id = (SELECT c.id FROM otp_challenges c, l WHERE c.link_id = l.id::uuid ORDER BY c.created_at DESC LIMIT 1)
-			AND status IN ('pending', 'sent') AND code_hash IS NOT NULL AND wrong_codes < $2 AND expires_at > now()
-		RETURNING id::text, code_hash, wrong_codes, status = 'verified' AS matched
+			AND status IN ('pending', 'sent') AND code_hash IS NOT NULL AND wrong_codes < max_attempts
+			AND code_length = $2 AND expires_at > now()
+		RETURNING id::text, code_hash, wrong_codes, max_attempts, status = 'verified' AS matched
 	), upd AS (
 		UPDATE links SET ` + CountAccessSet + `
 		WHERE id = (SELECT id::uuid FROM l) AND status = 'active' AND expires_at > now()
@@ -164,7 +168,8 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 	err = s.group.run(ctx, a.TokenHash, func(b *pgx.Batch) {
 		b.Queue(sql, args...).QueryRow(func(r pgx.Row) error {
 			out = link.CodeOutcome{}
-			return row.scanExtra(r, &out.Challenge.ID, &out.Challenge.CodeHash, &out.Challenge.WrongCodes, &out.Matched, &out.Counted)
+			return row.scanExtra(r, &out.Challenge.ID, &out.Challenge.CodeHash, &out.Challenge.WrongCodes, &out.Challenge.MaxAttempts,
+				&out.Matched, &out.Counted)
 		})
 	})
 	if err != nil {
@@ -177,7 +182,7 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 	if l == nil {
 		return link.CodeOutcome{}, apperr.LinkNotFound()
 	}
-	out.Link, out.Challenge.LinkID = *l, l.ID
+	out.Link, out.Challenge.LinkID, out.Challenge.CodeLength = *l, l.ID, a.CodeLength
 	if out.Counted {
 		a.Session.LinkID = l.ID
 	}
@@ -195,17 +200,17 @@ func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
 	if err != nil {
 		return "", nil, err
 	}
-	return attemptCodeSQL, append(append([]any{a.TokenHash, a.Limit, a.Blind, a.CodeHash}, args...), clientIPArg(a.Actor)), nil
+	return attemptCodeSQL, append(append([]any{a.TokenHash, a.CodeLength, a.Blind, a.CodeHash}, args...), clientIPArg(a.Actor)), nil
 }
 
 // ChargeCodeAttempt counts a code attempt before it is checked and returns
 // the attempts used; a challenge out of attempts is locked.
-func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string, limit int) (int, error) {
+func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error) {
 	var n int
 	err := s.group.run(ctx, []byte(challengeID), func(b *pgx.Batch) {
 		b.Queue(`UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
-			WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < $2 AND expires_at > now()
-			RETURNING wrong_codes`, challengeID, limit).QueryRow(func(row pgx.Row) error {
+			WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < max_attempts AND expires_at > now()
+			RETURNING wrong_codes`, challengeID).QueryRow(func(row pgx.Row) error {
 			n = 0
 			if err := row.Scan(&n); !errors.Is(err, pgx.ErrNoRows) {
 				return err

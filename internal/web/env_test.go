@@ -154,6 +154,7 @@ type linkSpec struct {
 	message  string
 	maxUses  int
 	expires  time.Duration
+	otp      map[string]any // the link's otp_policy; nil: none
 }
 
 func password(pw string) map[string]any {
@@ -193,6 +194,9 @@ func (e *env) create(t *testing.T, s linkSpec) created {
 	}
 	if s.maxUses > 0 {
 		spec["max_access_count"] = s.maxUses
+	}
+	if s.otp != nil {
+		spec["otp_policy"] = s.otp
 	}
 	r := e.st.Do(t, "POST", "/v1/links", e.key, map[string]any{"links": []any{spec}})
 	if r.Status != http.StatusCreated {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"fmt"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -25,8 +26,6 @@ var problems = map[string]string{
 	"code_used":         "That code has already been used. Ask for a new code.",
 	"no_code":           "We could not deliver your code. Ask for a new code; if that fails too, ask the person who shared the link to check your address.",
 	"code_not_sent":     "Your code is still on its way. Wait a moment, then enter it.",
-	"code_required":     "Enter the 6-digit code we sent you.",
-	"code_format":       "The code is 6 digits, like 123456.",
 }
 
 // codeProblems maps the service's reasons for a failed code check to the
@@ -76,6 +75,7 @@ func (p *Pages) landing(w http.ResponseWriter, r *http.Request) error {
 		v.Step = "otp"
 		v.Destination = l.Destination()
 		v.ByText = l.AuthType == link.AuthSMSOTP
+		v.CodeLength = p.svc.OTPPolicy(l).CodeLength
 	default:
 		v.Step = "open"
 	}
@@ -125,8 +125,9 @@ func (p *Pages) codePage(w http.ResponseWriter, r *http.Request) error {
 		redirect(w, r, base)
 		return nil
 	}
+	policy := p.svc.OTPPolicy(l)
 	v := &view{Base: base, Destination: l.Destination(), ByText: l.AuthType == link.AuthSMSOTP,
-		CodeLife: waitWords(p.svc.CodeLifetime())}
+		CodeLife: waitWords(time.Duration(policy.CodeTTL) * time.Second), CodeLength: policy.CodeLength}
 	v.fill(l, now)
 	v.DocTitle = "Enter your code"
 	q := r.URL.Query()
@@ -155,6 +156,10 @@ func (p *Pages) codePage(w http.ResponseWriter, r *http.Request) error {
 	case "send_failed":
 		v.Error = "We could not deliver the last code to " + v.Destination +
 			". Ask for a new code; if that fails too, ask the person who shared the link to check the address."
+	case "code_required":
+		v.Error = fmt.Sprintf("Enter the %d-digit code we sent you.", policy.CodeLength)
+	case "code_format":
+		v.Error = fmt.Sprintf("The code is %d digits, like %s.", policy.CodeLength, "1234567890"[:policy.CodeLength])
 	default:
 		v.Error = problems[e]
 	}

@@ -433,6 +433,31 @@ func TestCodeFlowMessages(t *testing.T) {
 	}
 }
 
+// The pages follow a link's OTP policy: the code's length (in the words,
+// the input's pattern and the errors), its lifetime and the resend wait.
+func TestCodePagesFollowTheLinksPolicy(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, envOpts{mail: true})
+	l := e.create(t, linkSpec{auth: emailOTP("kim@example.com"),
+		otp: map[string]any{"code_length": 8, "code_ttl": 180, "resend_after": 90}})
+	c := e.client(t)
+	mustContain(t, c.get(l.Path), "we will send a 8-digit code")
+	sent := c.post(l.Path+"/send-code", url.Values{})
+	codePage := c.follow(sent)
+	mustContain(t, codePage, "We sent a 8-digit code", "The code works once, for 3 minutes.", `pattern="[0-9]{8}"`, `maxlength="8"`)
+	wait := regexp.MustCompile(`data-countdown="(\d+)"`).FindStringSubmatch(codePage.Body)
+	if wait == nil || wait[1] < "88" || wait[1] > "91" {
+		t.Fatalf("resend wait %v, want the link's 90 s:\n%s", wait, codePage.Body)
+	}
+	if m := e.smtp.WaitMessages(t, 1, 20*time.Second)[0]; !regexp.MustCompile(`\b\d{8}\b`).MatchString(m.Text) {
+		t.Fatalf("no 8-digit code in the email:\n%s", m.Text)
+	}
+	r := c.post(l.Path+"/unlock", url.Values{"code": {"123456"}})
+	mustContain(t, c.follow(r), "The code is 8 digits, like 12345678.")
+	r = c.post(l.Path+"/unlock", url.Values{"code": {""}})
+	mustContain(t, c.follow(r), "Enter the 8-digit code we sent you.")
+}
+
 func TestExpiredCodeAndFailedSend(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, envOpts{mail: true, stack: []testkit.StackOption{func(c *link.Config) {

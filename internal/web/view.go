@@ -34,11 +34,12 @@ type view struct {
 	ByText      bool   // the code goes by SMS
 	Single      *item  // verified landing with one file: open it directly
 
-	Error     string // the form's problem, shown next to the field
-	Notice    string // good news, e.g. "we sent a code"
-	CodeLife  string // how long a code works, in words
-	CodeWait  int    // seconds before another code may be asked for
-	WaitWords string // the same, in words
+	Error      string // the form's problem, shown next to the field
+	Notice     string // good news, e.g. "we sent a code"
+	CodeLife   string // how long a code works, in words
+	CodeLength int    // digits in a code
+	CodeWait   int    // seconds before another code may be asked for
+	WaitWords  string // the same, in words
 
 	Items   []item
 	Opening *item  // the item being opened on the auto-open page

@@ -40,6 +40,7 @@ const SignatureHeader = "Sharelinks-Signature"
 var Subscribable = map[string]bool{
 	events.LinkCreated: true, events.LinkVerified: true, events.LinkOpened: true, events.LinkExhausted: true,
 	events.LinkExpired: true, events.LinkRevoked: true, events.LinkUpdated: true, events.LinkVerifyFailed: true, events.LinkPurged: true,
+	events.LinkRestored:     true,
 	events.NotificationSent: true, events.NotificationFailed: true, events.OTPSent: true, events.OTPFailed: true,
 }
 
