@@ -580,19 +580,7 @@ func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "mallory@example.com")
 	const guesses = 40
-	results := make([]string, guesses)
-	var wg sync.WaitGroup
-	for i := range guesses {
-		wrong := wrongCode(code, i)
-		wg.Go(func() {
-			results[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}).ErrorCode()
-		})
-	}
-	wg.Wait()
-	counts := map[string]int{}
-	for _, c := range results {
-		counts[c]++
-	}
+	counts := guessAtOnce(t, st, l, code, guesses)
 	// Five attempts are compared: four say how many are left, the fifth
 	// locks; every other guess is refused before comparing.
 	if counts["invalid_code"] != 4 || counts["code_locked"] != guesses-4 {
@@ -608,6 +596,26 @@ func TestParallelWrongCodesCannotOutrunTheLimit(t *testing.T) {
 	if wrongCodes != 5 {
 		t.Fatalf("wrong_codes %d, want 5", wrongCodes)
 	}
+}
+
+// guessAtOnce sends n different wrong codes for l's code at once and
+// counts the answers by error code.
+func guessAtOnce(t *testing.T, st *testkit.Stack, l created, code string, n int) map[string]int {
+	t.Helper()
+	results := make([]string, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wrong := wrongCode(code, i)
+		wg.Go(func() {
+			results[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}).ErrorCode()
+		})
+	}
+	wg.Wait()
+	counts := map[string]int{}
+	for _, c := range results {
+		counts[c]++
+	}
+	return counts
 }
 
 // The right code sent many times at once opens exactly one session and

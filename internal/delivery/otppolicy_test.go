@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -287,19 +286,7 @@ func TestParallelWrongCodesCannotOutrunALinksLimit(t *testing.T) {
 		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE status = 'sent'`) == 1
 	}, "the code recorded sent")
 	const guesses = 20
-	results := make([]string, guesses)
-	var wg sync.WaitGroup
-	for i := range guesses {
-		wrong := wrongCode(code, i)
-		wg.Go(func() {
-			results[i] = st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}).ErrorCode()
-		})
-	}
-	wg.Wait()
-	counts := map[string]int{}
-	for _, c := range results {
-		counts[c]++
-	}
+	counts := guessAtOnce(t, st, l, code, guesses)
 	if counts["invalid_code"] != 1 || counts["code_locked"] != guesses-1 {
 		t.Fatalf("%d parallel wrong codes against a limit of 2: %v", guesses, counts)
 	}

@@ -342,6 +342,24 @@ func networkCheck(p int) string {
 	return fmt.Sprintf("(allowed_networks IS NULL OR $%d::inet <<= ANY (allowed_networks)) AND (not_before IS NULL OR not_before <= now())", p)
 }
 
+// withOwnedLink runs fn in a transaction holding the row of one of the
+// owner's links; another owner's link, or a malformed id, is LinkNotFound.
+func (s *Store) withOwnedLink(ctx context.Context, ownerID, id string, fn func(tx pgx.Tx, l link.Link) error) error {
+	if !isUUID(id) {
+		return apperr.LinkNotFound()
+	}
+	return s.inTx(ctx, func(tx pgx.Tx) error {
+		l, err := scanLink(tx.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2 FOR UPDATE`, id, ownerID))
+		if errors.Is(err, pgx.ErrNoRows) {
+			return apperr.LinkNotFound()
+		}
+		if err != nil {
+			return fmt.Errorf("lock link: %w", err)
+		}
+		return fn(tx, l)
+	})
+}
+
 // UpdateLink changes one of the owner's links in a transaction that holds
 // its row: apply gets the link as it is, under the lock (an access counted
 // meanwhile is in it), and returns it as it should be with the fields it
@@ -350,18 +368,8 @@ func networkCheck(p int) string {
 // that comes back has none.
 func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor,
 	apply func(link.Link) (link.Link, []string, error)) (link.Link, error) {
-	if !isUUID(id) {
-		return link.Link{}, apperr.LinkNotFound()
-	}
 	var out link.Link
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		l, err := scanLink(tx.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2 FOR UPDATE`, id, ownerID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return apperr.LinkNotFound()
-		}
-		if err != nil {
-			return fmt.Errorf("lock link: %w", err)
-		}
+	err := s.withOwnedLink(ctx, ownerID, id, func(tx pgx.Tx, l link.Link) error {
 		stored := l.Status
 		l.Status = link.EffectiveStatus(l.Status, l.ExpiresAt, time.Now())
 		nl, changed, err := apply(l)
@@ -415,18 +423,8 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 // the status: sessions ended then stay ended, the URL is the same.
 func (s *Store) RestoreLink(ctx context.Context, ownerID, id string, actor events.Actor,
 	decide func(link.Link) (string, error)) (link.Link, error) {
-	if !isUUID(id) {
-		return link.Link{}, apperr.LinkNotFound()
-	}
 	var out link.Link
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		l, err := scanLink(tx.QueryRow(ctx, `SELECT `+linkColumns+` FROM links WHERE id = $1 AND owner_id = $2 FOR UPDATE`, id, ownerID))
-		if errors.Is(err, pgx.ErrNoRows) {
-			return apperr.LinkNotFound()
-		}
-		if err != nil {
-			return fmt.Errorf("lock link: %w", err)
-		}
+	err := s.withOwnedLink(ctx, ownerID, id, func(tx pgx.Tx, l link.Link) error {
 		status, err := decide(l)
 		if err != nil {
 			return err
