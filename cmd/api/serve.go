@@ -39,6 +39,8 @@ type serveConfig struct {
 	HTTPAddr            string
 	PublicBaseURL       string
 	MaxExpiry           time.Duration
+	DefaultExpiry       time.Duration
+	MaxAccessCount      int
 	ForbidOpenLinks     bool
 	PhoneRegion         string
 	SMSRegions          string
@@ -67,6 +69,9 @@ func serve(ctx context.Context, args []string) error {
 	set.String(&c.HTTPAddr, "HTTP_ADDR", ":8080", "address the API listens on (also /metrics, /healthz, /readyz)")
 	set.String(&c.PublicBaseURL, "PUBLIC_BASE_URL", "", "what link URLs start with, e.g. https://share.example.com (default http://localhost:PORT)")
 	set.Duration(&c.MaxExpiry, "MAX_EXPIRY", 365*24*time.Hour, "how far ahead expires_at may be")
+	set.Duration(&c.DefaultExpiry, "DEFAULT_EXPIRY", 0, "how far ahead a link sent without expires_at expires (0: expires_at is required)")
+	set.Int(&c.MaxAccessCount, "MAX_ACCESS_COUNT", 0,
+		"the most accesses any link may allow: links without a limit get it, higher ones are refused (0: no such rule)")
 	set.Bool(&c.ForbidOpenLinks, "FORBID_OPEN_LINKS", false, "refuse links without an authenticator")
 	set.String(&c.PhoneRegion, "DEFAULT_PHONE_REGION", "", "region for phone numbers given without +, e.g. US (empty: E.164 required)")
 	set.String(&c.SMSRegions, "SMS_REGIONS", "", "regions whose numbers may be texted, e.g. US,CA,GB (empty: any)")
@@ -99,6 +104,12 @@ func serve(ctx context.Context, args []string) error {
 	set.Bool(&c.WebhookAllowPrivate, "WEBHOOK_ALLOW_PRIVATE", false, "allow webhook URLs on loopback/private networks")
 	if err := set.Parse(args); err != nil {
 		return err
+	}
+	if c.DefaultExpiry < 0 || c.DefaultExpiry > c.MaxExpiry {
+		return fmt.Errorf("DEFAULT_EXPIRY: %s is not within MAX_EXPIRY (%s)", c.DefaultExpiry, c.MaxExpiry)
+	}
+	if c.MaxAccessCount < 0 {
+		return fmt.Errorf("MAX_ACCESS_COUNT: %d; use 0 for no rule", c.MaxAccessCount)
 	}
 	if err := c.OTP.Check(); err != nil {
 		return fmt.Errorf("OTP_*: %w", err)
@@ -174,8 +185,8 @@ func serve(ctx context.Context, args []string) error {
 	}
 	svc := link.NewService(linkStore, c.Keys, password.NewHasher(password.Default, c.HashConcurrency), signer, link.Config{
 		PublicBaseURL: c.PublicBaseURL,
-		Policy: link.Policy{MaxExpiry: c.MaxExpiry, ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion,
-			SMSRegions: smsRegions},
+		Policy: link.Policy{MaxExpiry: c.MaxExpiry, DefaultExpiry: c.DefaultExpiry, MaxAccessCount: c.MaxAccessCount,
+			ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion, SMSRegions: smsRegions},
 		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore, OTP: c.OTP,
 		RestoreWindow: c.RestoreWindow,
 	})

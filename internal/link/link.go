@@ -86,7 +86,14 @@ type Spec struct {
 
 // Policy is the configurable part of validation.
 type Policy struct {
-	MaxExpiry        time.Duration // how far ahead expires_at may be
+	MaxExpiry time.Duration // how far ahead expires_at may be
+	// DefaultExpiry is how far ahead a link without expires_at expires
+	// (0: expires_at is required).
+	DefaultExpiry time.Duration
+	// MaxAccessCount, when set, is the most accesses any link may allow:
+	// a link without a limit gets it, one above it is refused (operators
+	// who must enforce download limits; 0: no such rule).
+	MaxAccessCount   int
 	ForbidOpenLinks  bool
 	DefaultPhoneZone string // region for numbers without +, e.g. "US"; empty requires E.164 input
 	// SMSRegions are the regions (ISO 3166-1 alpha-2, as ParseRegions
@@ -196,13 +203,20 @@ func (s Spec) Validate(prefix string, now time.Time, p Policy) (Validated, error
 	default:
 		return Validated{}, apperr.Field(f("link_type"), "invalid_link_type", "link_type must be view, download, upload or editor")
 	}
+	if s.ExpiresAt == nil && p.DefaultExpiry > 0 {
+		t := now.Add(p.DefaultExpiry).UTC().Truncate(time.Second)
+		s.ExpiresAt = &t
+	}
 	if s.ExpiresAt == nil {
 		return Validated{}, apperr.Field(f("expires_at"), "invalid_expires_at", "expires_at is required (RFC 3339)")
 	}
 	if err := checkExpiry(f("expires_at"), *s.ExpiresAt, now, p); err != nil {
 		return Validated{}, err
 	}
-	if err := checkMax(f("max_access_count"), s.MaxAccessCount); err != nil {
+	if s.MaxAccessCount == nil && p.MaxAccessCount > 0 {
+		s.MaxAccessCount = &p.MaxAccessCount
+	}
+	if err := p.checkMax(f("max_access_count"), s.MaxAccessCount); err != nil {
 		return Validated{}, err
 	}
 	if err := checkNotBefore(f("not_before"), s.NotBefore, *s.ExpiresAt); err != nil {
@@ -380,10 +394,15 @@ func checkExpiry(field string, t, now time.Time, p Policy) error {
 	return nil
 }
 
-// checkMax: an access limit is at least 1; nil is no limit.
-func checkMax(field string, max *int) error {
-	if max != nil && *max < 1 {
+// checkMax: an access limit is at least 1, and within the policy's
+// MaxAccessCount when there is one; nil is no limit, which such a policy
+// does not allow.
+func (p Policy) checkMax(field string, max *int) error {
+	switch {
+	case max != nil && *max < 1:
 		return apperr.Field(field, "invalid_max_access_count", "max_access_count must be at least 1, or absent (null) for no limit")
+	case p.MaxAccessCount > 0 && (max == nil || *max > p.MaxAccessCount):
+		return apperr.Field(field, "max_access_count_too_high", "this service allows at most %d accesses per link", p.MaxAccessCount)
 	}
 	return nil
 }

@@ -50,8 +50,10 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 			return View{}, err
 		}
 	}
-	if err := checkMax("max_access_count", p.MaxAccessCount); err != nil {
-		return View{}, err
+	if p.SetMax {
+		if err := s.cfg.Policy.checkMax("max_access_count", p.MaxAccessCount); err != nil {
+			return View{}, err
+		}
 	}
 	field := func(name string) string { return name }
 	if err := checkTexts(field, deref(p.Title), deref(p.Message)); err != nil {
