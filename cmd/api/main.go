@@ -12,6 +12,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+	"time"
 
 	"github.com/sharelinks/sharelinks/internal/config"
 	"github.com/sharelinks/sharelinks/internal/link"
@@ -52,10 +54,12 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return migrateCmd(ctx, args, stdout)
 	case "keys":
 		return keysCmd(ctx, args, stdout)
+	case "owners":
+		return ownersCmd(ctx, args, stdout)
 	case "verify-audit":
 		return verifyAuditCmd(ctx, args, stdout)
 	}
-	return fmt.Errorf("unknown command %q (serve, migrate, keys, verify-audit)", cmd)
+	return fmt.Errorf("unknown command %q (serve, migrate, keys, owners, verify-audit)", cmd)
 }
 
 func migrateCmd(ctx context.Context, args []string, stdout io.Writer) error {
@@ -96,15 +100,11 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 			return nil
 		})
 	}
-	if err := set.Parse(args); err != nil {
+	store, closeStore, err := openAdminStore(ctx, set, &c, args)
+	if err != nil {
 		return err
 	}
-	pool, err := postgres.Open(ctx, c.DatabaseURL, 2)
-	if err != nil {
-		return fmt.Errorf("DATABASE_URL: %w", err)
-	}
-	defer pool.Close()
-	store := postgres.NewStore(pool, nil)
+	defer closeStore()
 	switch sub {
 	case "create":
 		key := secret.NewToken(link.APIKeyPrefix)
@@ -141,4 +141,85 @@ func keysCmd(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("unknown keys subcommand %q (create, list, revoke)", sub)
 	}
 	return nil
+}
+
+// ownersCmd shows or sets what the operator allows one owner (a tenant):
+// "owners policy NAME" prints it; with flags it replaces it whole (flags
+// left out fall back to the service's settings); --clear removes it.
+func ownersCmd(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) < 2 || args[0] != "policy" || strings.HasPrefix(args[1], "-") {
+		return errors.New("owners needs: policy NAME [--max-expiry D] [--default-expiry D] [--max-access-count N] " +
+			"[--forbid-open-links] [--otp-code-length N] [--otp-ttl D] [--otp-max-attempts N] [--otp-resend-after D] [--clear]")
+	}
+	name, args := args[1], args[2:]
+	var c config.Common
+	set := config.New("api owners policy")
+	set.BindCommon(&c, false, false)
+	var (
+		maxExpiry, defExpiry, otpTTL, otpResend time.Duration
+		maxAccess, otpLength, otpAttempts       int
+		forbidOpen, clear                       bool
+	)
+	fs := set.FlagSet()
+	fs.DurationVar(&maxExpiry, "max-expiry", 0, "how far ahead this owner's links may expire (below MAX_EXPIRY)")
+	fs.DurationVar(&defExpiry, "default-expiry", 0, "how far ahead a link sent without expires_at expires")
+	fs.IntVar(&maxAccess, "max-access-count", 0, "the most accesses one of this owner's links may allow")
+	fs.BoolVar(&forbidOpen, "forbid-open-links", false, "refuse this owner's links without an authenticator")
+	fs.IntVar(&otpLength, "otp-code-length", 0, "digits in this owner's codes (6-10)")
+	fs.DurationVar(&otpTTL, "otp-ttl", 0, "how long this owner's codes work (1m-10m)")
+	fs.IntVar(&otpAttempts, "otp-max-attempts", 0, "wrong codes before one of this owner's codes locks (1-10)")
+	fs.DurationVar(&otpResend, "otp-resend-after", 0, "wait between two codes for one of this owner's links (10s-10m)")
+	fs.BoolVar(&clear, "clear", false, "remove the owner's policy: the service's settings apply")
+	store, closeStore, err := openAdminStore(ctx, set, &c, args)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	changing := false
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "max-expiry", "default-expiry", "max-access-count", "forbid-open-links",
+			"otp-code-length", "otp-ttl", "otp-max-attempts", "otp-resend-after", "clear":
+			changing = true
+		}
+	})
+	var p link.OwnerPolicy
+	if changing && !clear {
+		p = link.OwnerPolicy{MaxExpiry: int64(maxExpiry / time.Second), DefaultExpiry: int64(defExpiry / time.Second),
+			MaxAccessCount: maxAccess, ForbidOpenLinks: forbidOpen}
+		otp := link.OTPPolicy{CodeLength: otpLength, CodeTTL: int(otpTTL / time.Second), MaxAttempts: otpAttempts,
+			ResendAfter: int(otpResend / time.Second)}
+		if otp != (link.OTPPolicy{}) {
+			p.OTP = &otp
+		}
+		if err := p.Check(); err != nil {
+			return fmt.Errorf("owners policy %s: %w", name, err)
+		}
+	}
+	if changing {
+		if err := store.SetOwnerPolicy(ctx, name, p); err != nil {
+			return err
+		}
+	} else if p, err = store.OwnerPolicy(ctx, name); err != nil {
+		return err
+	}
+	out, err := json.Marshal(p)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "owner %q policy: %s\n", name, out)
+	return nil
+}
+
+// openAdminStore parses a one-shot admin command's flags and opens a small
+// pool for it; closeStore releases it.
+func openAdminStore(ctx context.Context, set *config.Set, c *config.Common, args []string) (store *postgres.Store, closeStore func(), err error) {
+	if err := set.Parse(args); err != nil {
+		return nil, nil, err
+	}
+	pool, err := postgres.Open(ctx, c.DatabaseURL, 2)
+	if err != nil {
+		return nil, nil, fmt.Errorf("DATABASE_URL: %w", err)
+	}
+	return postgres.NewStore(pool, nil), pool.Close, nil
 }

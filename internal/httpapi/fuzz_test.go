@@ -56,6 +56,7 @@ var fuzzRoutes = []fuzzRoute{
 	{"GET", "/v1/links/{id}/audit/export", true, false, nil},
 	{"GET", "/.well-known/sharelinks-audit-keys.json", false, false, nil},
 	{"POST", "/v1/links/{id}/restore", true, false, nil},
+	{"GET", "/v1/policy", true, false, nil},
 }
 
 // fuzzTarget is what the fuzzer aims at: the seeded links and webhook.
@@ -211,6 +212,8 @@ func FuzzAPI(f *testing.F) {
 		{28, 0, 4, "", "", "", ""},
 		{28, 0, 0, "", "", "", ""},
 		{28, 2, 4, "", "", "", ""},
+		{29, 0, 0, "", "", "", ""},
+		{29, 2, 0, "", "", "", ""},
 	}
 	// Deep nesting and a huge array, within the body limit: a 4xx, without
 	// the memory or stack to match.

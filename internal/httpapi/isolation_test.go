@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"slices"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/getkin/kin-openapi/openapi3"
 
+	"github.com/sharelinks/sharelinks/internal/link"
 	"github.com/sharelinks/sharelinks/schemas"
 )
 
@@ -34,6 +36,10 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 		t.Fatalf("alice's notification %+v, webhook %q", notes, hook.ID)
 	}
 	note := notes.Notifications[0].ID
+	// What the operator set for alice (after her link was made) is hers alone.
+	if err := st.Store.SetOwnerPolicy(context.Background(), "owner-"+t.Name(), link.OwnerPolicy{MaxAccessCount: 7}); err != nil {
+		t.Fatal(err)
+	}
 
 	notFound := func(method, path string, body any) func(t *testing.T) {
 		return func(t *testing.T) {
@@ -60,6 +66,16 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 		}
 	}
 	cases := map[string]func(t *testing.T){
+		"GET /v1/policy": func(t *testing.T) { // bob's own: what the operator set for alice is not in it
+			var p struct {
+				MaxAccessCount *int `json:"max_access_count"`
+			}
+			if r := st.Do(t, "GET", "/v1/policy", bob, nil); r.Status != http.StatusOK {
+				t.Errorf("bob GET /v1/policy: %d %s", r.Status, r.Body)
+			} else if r.JSON(t, &p); p.MaxAccessCount != nil {
+				t.Errorf("bob's policy carries a limit: %s", r.Body)
+			}
+		},
 		"GET /v1/links": seesNone("/v1/links", "links"),
 		"POST /v1/links": func(t *testing.T) { // creates bob's own: alice's list is unchanged
 			create(t, st, bob, spec())

@@ -267,6 +267,28 @@ func (s *Server) deleteLink(w http.ResponseWriter, r *http.Request, o link.Owner
 	return nil
 }
 
+// getPolicy answers what applies to the owner's new links: the service's
+// settings narrowed by what the operator set for this owner. Times are in
+// seconds; a null default expiry means expires_at is required, a null
+// access limit that links may be unlimited.
+func (s *Server) getPolicy(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	p := s.svc.Policy(o)
+	orNil := func(n int64) *int64 {
+		if n == 0 {
+			return nil
+		}
+		return &n
+	}
+	writeJSON(w, http.StatusOK, map[string]any{
+		"max_expiry":        int64(p.MaxExpiry / time.Second),
+		"default_expiry":    orNil(int64(p.DefaultExpiry / time.Second)),
+		"max_access_count":  orNil(int64(p.MaxAccessCount)),
+		"forbid_open_links": p.ForbidOpenLinks,
+		"otp_policy":        p.OTP,
+	})
+	return nil
+}
+
 func (s *Server) restoreLink(w http.ResponseWriter, r *http.Request, o link.Owner) error {
 	v, err := s.svc.Restore(r.Context(), o, r.PathValue("id"))
 	if err != nil {

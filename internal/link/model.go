@@ -12,6 +12,7 @@ type Owner struct {
 	ID        string
 	Name      string
 	KeyPrefix string
+	Policy    OwnerPolicy // what the operator set for this owner
 }
 
 // Link is a stored share link.

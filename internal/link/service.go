@@ -165,7 +165,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 	now := s.now()
 	validated := make([]Validated, len(specs))
 	for i, sp := range specs {
-		v, err := sp.Validate(fmt.Sprintf("links[%d]", i), now, s.cfg.Policy)
+		v, err := sp.Validate(fmt.Sprintf("links[%d]", i), now, s.cfg.Policy.For(owner.Policy))
 		if err != nil {
 			return nil, err
 		}
@@ -188,7 +188,7 @@ func (s *Service) create(ctx context.Context, owner Owner, specs []Spec, idem *I
 				AllowedNetworks: v.Networks, Tags: v.Tags, NotBefore: utcOrNil(v.Spec.NotBefore),
 			}
 			if IsOTP(a.Type) {
-				l.OTPPolicy = v.OTP
+				l.OTPPolicy = withOwnerOTP(v.OTP, owner.Policy.OTP)
 			}
 			if a.Type == AuthPassword {
 				h, err := s.hasher.Hash(ctx, a.Password)

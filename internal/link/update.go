@@ -46,12 +46,12 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 			"send at least one of expires_at, max_access_count, title, message, allowed_networks, tags, not_before, otp_policy")
 	}
 	if p.ExpiresAt != nil {
-		if err := checkExpiry("expires_at", *p.ExpiresAt, now, s.cfg.Policy); err != nil {
+		if err := checkExpiry("expires_at", *p.ExpiresAt, now, s.cfg.Policy.For(owner.Policy)); err != nil {
 			return View{}, err
 		}
 	}
 	if p.SetMax {
-		if err := s.cfg.Policy.checkMax("max_access_count", p.MaxAccessCount); err != nil {
+		if err := s.cfg.Policy.For(owner.Policy).checkMax("max_access_count", p.MaxAccessCount); err != nil {
 			return View{}, err
 		}
 	}
@@ -73,6 +73,7 @@ func (s *Service) Update(ctx context.Context, owner Owner, id string, p Patch) (
 	if err != nil {
 		return View{}, err
 	}
+	otp = withOwnerOTP(otp, owner.Policy.OTP)
 	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
 	l, err := s.store.UpdateLink(ctx, owner.ID, id, actor, func(l Link) (Link, []string, error) {
 		if l.Status == StatusRevoked {

@@ -82,15 +82,58 @@ func (s *Store) RevokeKey(ctx context.Context, prefix string) error {
 // OwnerByKeyHash authenticates an API key by its hash.
 func (s *Store) OwnerByKeyHash(ctx context.Context, hash []byte) (link.Owner, error) {
 	var o link.Owner
+	var policy *link.OwnerPolicy
 	err := s.pool.QueryRow(ctx, `
-		SELECT o.id::text, o.name, k.prefix
+		SELECT o.id::text, o.name, k.prefix, o.policy
 		FROM api_keys k JOIN owners o ON o.id = k.owner_id
-		WHERE k.key_hash = $1 AND k.revoked_at IS NULL`, hash).Scan(&o.ID, &o.Name, &o.KeyPrefix)
+		WHERE k.key_hash = $1 AND k.revoked_at IS NULL`, hash).Scan(&o.ID, &o.Name, &o.KeyPrefix, &policy)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return link.Owner{}, apperr.New(apperr.Unauthorized, "invalid_api_key", "the API key is missing, unknown or revoked")
 	}
 	if err != nil {
 		return link.Owner{}, fmt.Errorf("look up api key: %w", err)
 	}
+	if policy != nil {
+		o.Policy = *policy
+	}
 	return o, nil
+}
+
+// SetOwnerPolicy replaces the named owner's policy (an empty one clears
+// it) and, as a key revocation does, tells every api process to forget
+// the owners it remembers, so the next request of the owner runs under it.
+func (s *Store) SetOwnerPolicy(ctx context.Context, owner string, p link.OwnerPolicy) error {
+	var arg *link.OwnerPolicy
+	if p != (link.OwnerPolicy{}) {
+		arg = &p
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		tag, err := tx.Exec(ctx, `UPDATE owners SET policy = $2 WHERE name = $1`, owner, arg)
+		if err != nil {
+			return fmt.Errorf("set owner policy: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return apperr.New(apperr.NotFound, "owner_not_found", "no owner named %q (keys create --owner makes one)", owner)
+		}
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, '')`, keysChannel); err != nil {
+			return fmt.Errorf("notify policy change: %w", err)
+		}
+		return nil
+	})
+}
+
+// OwnerPolicy returns the named owner's policy.
+func (s *Store) OwnerPolicy(ctx context.Context, owner string) (link.OwnerPolicy, error) {
+	var p *link.OwnerPolicy
+	err := s.pool.QueryRow(ctx, `SELECT policy FROM owners WHERE name = $1`, owner).Scan(&p)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return link.OwnerPolicy{}, apperr.New(apperr.NotFound, "owner_not_found", "no owner named %q (keys create --owner makes one)", owner)
+	}
+	if err != nil {
+		return link.OwnerPolicy{}, fmt.Errorf("read owner policy: %w", err)
+	}
+	if p == nil {
+		return link.OwnerPolicy{}, nil
+	}
+	return *p, nil
 }
