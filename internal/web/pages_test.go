@@ -441,10 +441,10 @@ func TestCodePagesFollowTheLinksPolicy(t *testing.T) {
 	l := e.create(t, linkSpec{auth: emailOTP("kim@example.com"),
 		otp: map[string]any{"code_length": 8, "code_ttl": 180, "resend_after": 90}})
 	c := e.client(t)
-	mustContain(t, c.get(l.Path), "we will send a 8-digit code")
+	mustContain(t, c.get(l.Path), "we will send an 8-digit code")
 	sent := c.post(l.Path+"/send-code", url.Values{})
 	codePage := c.follow(sent)
-	mustContain(t, codePage, "We sent a 8-digit code", "The code works once, for 3 minutes.", `pattern="[0-9]{8}"`, `maxlength="8"`)
+	mustContain(t, codePage, "We sent an 8-digit code", "The code works once, for 3 minutes.", `pattern="[0-9]{8}"`, `maxlength="8"`)
 	wait := regexp.MustCompile(`data-countdown="(\d+)"`).FindStringSubmatch(codePage.Body)
 	if wait == nil || wait[1] < "88" || wait[1] > "91" {
 		t.Fatalf("resend wait %v, want the link's 90 s:\n%s", wait, codePage.Body)

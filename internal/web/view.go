@@ -148,3 +148,12 @@ func (v *view) fill(l link.Link, now time.Time) {
 	v.ExpiresAt = l.ExpiresAt.UTC()
 	v.ExpiresIn = compose.Humanize(l.ExpiresAt.Sub(now))
 }
+
+// ACode names the code with its article: "a 6-digit code", "an 8-digit code"
+// (eight is the one length in 6–10 said with a vowel).
+func (v *view) ACode() string {
+	if v.CodeLength == 8 {
+		return "an 8-digit code"
+	}
+	return fmt.Sprintf("a %d-digit code", v.CodeLength)
+}
