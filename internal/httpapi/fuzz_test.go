@@ -57,6 +57,7 @@ var fuzzRoutes = []fuzzRoute{
 	{"GET", "/.well-known/sharelinks-audit-keys.json", false, false, nil},
 	{"POST", "/v1/links/{id}/restore", true, false, nil},
 	{"GET", "/v1/policy", true, false, nil},
+	{"POST", "/v1/links/restore", true, false, nil},
 }
 
 // fuzzTarget is what the fuzzer aims at: the seeded links and webhook.
@@ -214,6 +215,8 @@ func FuzzAPI(f *testing.F) {
 		{28, 2, 4, "", "", "", ""},
 		{29, 0, 0, "", "", "", ""},
 		{29, 2, 0, "", "", "", ""},
+		{30, 0, 0, "", "", "", `{"ids":["` + ft.ids[4] + `","` + ft.ids[0] + `"]}`},
+		{30, 0, 0, "", "", "", `{"ids":["nope"]}`},
 	}
 	// Deep nesting and a huge array, within the body limit: a 4xx, without
 	// the memory or stack to match.

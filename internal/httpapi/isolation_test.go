@@ -96,10 +96,16 @@ func TestEveryOwnerRouteIsIsolated(t *testing.T) {
 				}
 			}
 		},
-		"POST /v1/links/send":              notFound("POST", "/v1/links/send", map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"x@example.com"}}),
-		"GET /v1/links/{id}":               notFound("GET", "/v1/links/"+l.ID, nil),
-		"DELETE /v1/links/{id}":            notFound("DELETE", "/v1/links/"+l.ID, nil),
-		"POST /v1/links/{id}/restore":      notFound("POST", "/v1/links/"+l.ID+"/restore", nil),
+		"POST /v1/links/send":         notFound("POST", "/v1/links/send", map[string]any{"link_ids": []string{l.ID}, "recipients": []string{"x@example.com"}}),
+		"GET /v1/links/{id}":          notFound("GET", "/v1/links/"+l.ID, nil),
+		"DELETE /v1/links/{id}":       notFound("DELETE", "/v1/links/"+l.ID, nil),
+		"POST /v1/links/{id}/restore": notFound("POST", "/v1/links/"+l.ID+"/restore", nil),
+		"POST /v1/links/restore": func(t *testing.T) {
+			r := st.Do(t, "POST", "/v1/links/restore", bob, map[string]any{"ids": []string{l.ID}})
+			if r.Status != http.StatusOK || !strings.Contains(string(r.Body), `"not_restored":[{"id":"`+l.ID+`","code":"link_not_found"`) {
+				t.Errorf("bob restores alice's link: %d %s", r.Status, r.Body)
+			}
+		},
 		"PATCH /v1/links/{id}":             notFound("PATCH", "/v1/links/"+l.ID, map[string]any{"title": "bob was here", "max_access_count": nil}),
 		"GET /v1/links/{id}/notifications": notFound("GET", "/v1/links/"+l.ID+"/notifications", nil),
 		"GET /v1/links/{id}/events":        notFound("GET", "/v1/links/"+l.ID+"/events", nil),

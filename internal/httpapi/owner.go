@@ -298,6 +298,46 @@ func (s *Server) restoreLink(w http.ResponseWriter, r *http.Request, o link.Owne
 	return nil
 }
 
+// restoreLinks undoes revokes of up to 100 links in one transaction and
+// lists each id back as restored or not, with why.
+func (s *Server) restoreLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
+	var body struct {
+		IDs []string `json:"ids"`
+	}
+	if err := decode(w, r, &body); err != nil {
+		return err
+	}
+	for i, id := range body.IDs {
+		if !isUUID(id) {
+			return apperr.Field(fmt.Sprintf("ids[%d]", i), "invalid_id", "ids[%d] must be a link id", i)
+		}
+	}
+	views, refused, err := s.svc.RestoreMany(r.Context(), o, body.IDs)
+	if err != nil {
+		return err
+	}
+	type refusal struct {
+		ID      string `json:"id"`
+		Code    string `json:"code"`
+		Message string `json:"message"`
+	}
+	out := struct {
+		Restored    []linkJSON `json:"restored"`
+		NotRestored []refusal  `json:"not_restored"`
+	}{Restored: toLinksJSON(views), NotRestored: []refusal{}}
+	for _, id := range body.IDs {
+		if err, ok := refused[id]; ok {
+			e, ok := apperr.As(err)
+			if !ok {
+				return err
+			}
+			out.NotRestored = append(out.NotRestored, refusal{ID: id, Code: e.Reason, Message: e.Message})
+		}
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
 func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
 	var body struct {
 		IDs       []string `json:"ids"`

@@ -60,18 +60,46 @@ func TestRestoreBringsBackARevokedLink(t *testing.T) {
 		}
 		return r, v
 	}
-	for _, c := range []struct {
+	// The three revoked ones in one call, with two that cannot be restored.
+	missing := "00000000-0000-7000-8000-000000000000"
+	r = st.Do(t, "POST", "/v1/links/restore", key, map[string]any{"ids": []string{open.ID, once.ID, late.ID, lapsed.ID, missing}})
+	var bulk struct {
+		Restored    []restoredView              `json:"restored"`
+		NotRestored []struct{ ID, Code string } `json:"not_restored"`
+	}
+	if r.Status != http.StatusOK {
+		t.Fatalf("bulk restore: %d %s", r.Status, r.Body)
+	}
+	r.JSON(t, &bulk)
+	refusals := map[string]string{}
+	for _, n := range bulk.NotRestored {
+		refusals[n.ID] = n.Code
+	}
+	if len(bulk.Restored) != 3 || len(refusals) != 2 || refusals[late.ID] != "not_revoked" || refusals[missing] != "link_not_found" {
+		t.Fatalf("bulk restore: %s", r.Body)
+	}
+	for i, c := range []struct {
 		l    linkResp
 		want string
 	}{{open, "active"}, {once, "exhausted"}, {lapsed, "expired"}} {
-		r, v := restore(c.l.ID)
-		if r.Status != http.StatusOK || v.Status != c.want || v.RevokedAt != nil || v.URL != c.l.URL {
-			t.Fatalf("restore of a link that is to be %s: %d %s", c.want, r.Status, r.Body)
+		var v restoredView
+		for _, got := range bulk.Restored {
+			if got.URL == c.l.URL {
+				v = got
+			}
+		}
+		if v.Status != c.want || v.RevokedAt != nil {
+			t.Fatalf("restore %d of a link that is to be %s: %+v in %s", i, c.want, v, r.Body)
 		}
 		var recorded string
 		if err := st.Pool.QueryRow(ctx, `SELECT data->>'status' FROM audit_events WHERE link_id = $1 AND type = 'link.restored'`,
 			c.l.ID).Scan(&recorded); err != nil || recorded != c.want {
 			t.Fatalf("link.restored of %s records %q (%v)", c.want, recorded, err)
+		}
+	}
+	for _, body := range []map[string]any{{"ids": []string{}}, {"ids": []string{"x"}}, {"tag": "q3"}} {
+		if r := st.Do(t, "POST", "/v1/links/restore", key, body); r.Status != http.StatusBadRequest {
+			t.Fatalf("bulk restore %v: %d %s", body, r.Status, r.Body)
 		}
 	}
 	// The same URL works again, but the session the revocation ended does not.

@@ -76,6 +76,7 @@ func New(cfg Config, svc *link.Service, hooks *webhook.Service, signer *grant.Si
 	mux.Handle("PATCH /v1/links/{id}", owner(s.updateLink))
 	mux.Handle("POST /v1/links/revoke", owner(s.revokeLinks))
 	mux.Handle("POST /v1/links/{id}/restore", owner(s.restoreLink))
+	mux.Handle("POST /v1/links/restore", owner(s.restoreLinks))
 	mux.Handle("GET /v1/policy", owner(s.getPolicy))
 	mux.Handle("POST /v1/links/send", owner(s.sendLinks))
 	mux.Handle("GET /v1/links/{id}/notifications", owner(s.linkNotifications))

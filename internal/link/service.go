@@ -28,7 +28,8 @@ type Store interface {
 	ListLinks(ctx context.Context, ownerID string, q Query) ([]Link, int, error)
 	RevokeLinks(ctx context.Context, owner Owner, ids []string, actor events.Actor) ([]string, error)
 	UpdateLink(ctx context.Context, ownerID, id string, actor events.Actor, apply func(Link) (Link, []string, error)) (Link, error)
-	RestoreLink(ctx context.Context, ownerID, id string, actor events.Actor, decide func(Link) (string, error)) (Link, error)
+	RestoreLinks(ctx context.Context, ownerID string, ids []string, actor events.Actor,
+		decide func(Link) (string, error)) (restored []Link, refused map[string]error, err error)
 	RevokeTarget(ctx context.Context, owner Owner, targetID string, actor events.Actor) ([]string, error)
 	RevokeTag(ctx context.Context, owner Owner, tag string, actor events.Actor) ([]string, error)
 	RevokeRecipient(ctx context.Context, owner Owner, recipient string, actor events.Actor) ([]string, error)

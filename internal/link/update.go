@@ -187,9 +187,27 @@ func deref(s *string) string {
 // records); sessions ended by the revocation stay ended, so recipients
 // prove themselves again.
 func (s *Service) Restore(ctx context.Context, owner Owner, id string) (View, error) {
+	views, refused, err := s.RestoreMany(ctx, owner, []string{id})
+	if err != nil {
+		return View{}, err
+	}
+	if err := refused[id]; err != nil {
+		return View{}, err
+	}
+	return views[0], nil
+}
+
+// RestoreMany restores up to MaxSpecs links at once, in one transaction
+// (the ids a revoke by tag, target or recipient answered with, say), and
+// says for each id it did not restore why: not the owner's, not revoked,
+// past the window.
+func (s *Service) RestoreMany(ctx context.Context, owner Owner, ids []string) (views []View, refused map[string]error, err error) {
+	if len(ids) == 0 || len(ids) > MaxSpecs {
+		return nil, nil, apperr.Field("ids", "invalid_ids", "send 1 to %d link ids", MaxSpecs)
+	}
 	now := s.now()
 	actor := events.Actor{Type: "owner", KeyPrefix: owner.KeyPrefix}
-	l, err := s.store.RestoreLink(ctx, owner.ID, id, actor, func(l Link) (string, error) {
+	restored, refused, err := s.store.RestoreLinks(ctx, owner.ID, ids, actor, func(l Link) (string, error) {
 		switch {
 		case l.Status != StatusRevoked:
 			return "", apperr.New(apperr.Conflict, "not_revoked", "the link is %s, not revoked: there is nothing to restore",
@@ -207,7 +225,14 @@ func (s *Service) Restore(ctx context.Context, owner Owner, id string) (View, er
 		return StatusActive, nil
 	})
 	if err != nil {
-		return View{}, err
+		return nil, nil, err
 	}
-	return s.view(l)
+	for _, l := range restored {
+		v, err := s.view(l)
+		if err != nil {
+			return nil, nil, err
+		}
+		views = append(views, v)
+	}
+	return views, refused, nil
 }

@@ -417,30 +417,60 @@ func (s *Store) UpdateLink(ctx context.Context, ownerID, id string, actor events
 	return out, err
 }
 
-// RestoreLink brings back one of the owner's revoked links, locked for the
-// change: decide checks it (the window, that it is revoked) and names the
-// status it returns to. Nothing was kept from the revocation to undo but
+// RestoreLinks brings back the owner's revoked links among ids, in one
+// transaction holding their rows (locked in id order, as every writer
+// that locks several links does): decide checks each (the window, that
+// it is revoked) and names the status it returns to, or refuses it.
+// Refused maps each id not restored to why (LinkNotFound for ids that
+// are not the owner's). Nothing was kept from the revocation to undo but
 // the status: sessions ended then stay ended, the URL is the same.
-func (s *Store) RestoreLink(ctx context.Context, ownerID, id string, actor events.Actor,
-	decide func(link.Link) (string, error)) (link.Link, error) {
-	var out link.Link
-	err := s.withOwnedLink(ctx, ownerID, id, func(tx pgx.Tx, l link.Link) error {
-		status, err := decide(l)
-		if err != nil {
-			return err
+func (s *Store) RestoreLinks(ctx context.Context, ownerID string, ids []string, actor events.Actor,
+	decide func(link.Link) (string, error)) (restored []link.Link, refused map[string]error, err error) {
+	valid := make([]string, 0, len(ids))
+	for _, id := range ids {
+		if isUUID(id) {
+			valid = append(valid, id)
 		}
-		err = tx.QueryRow(ctx, `UPDATE links SET status = $2, revoked_at = NULL, updated_at = now(),
-			ended_at = CASE WHEN $2 = 'active' THEN NULL ELSE ended_at END
-			WHERE id = $1 RETURNING updated_at`, id, status).Scan(&l.UpdatedAt)
+	}
+	err = s.inTx(ctx, func(tx pgx.Tx) error {
+		restored, refused = nil, make(map[string]error, len(ids))
+		rows, err := tx.Query(ctx, `SELECT `+linkColumns+` FROM links WHERE owner_id = $1 AND id = ANY($2::text[]::uuid[])
+			ORDER BY id FOR UPDATE`, ownerID, valid)
 		if err != nil {
-			return fmt.Errorf("restore link: %w", err)
+			return fmt.Errorf("lock links: %w", err)
 		}
-		l.Status, l.RevokedAt = status, nil
-		out = l
-		return insertEvents(ctx, tx, events.Must(events.LinkRestored, ownerID, id, actor,
-			events.RestoredData{Status: link.EffectiveStatus(status, l.ExpiresAt, time.Now())}))
+		found, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (link.Link, error) { return scanLink(r) })
+		if err != nil {
+			return fmt.Errorf("lock links: %w", err)
+		}
+		seen := make(map[string]bool, len(found))
+		var evs []events.Event
+		for _, l := range found {
+			seen[l.ID] = true
+			status, err := decide(l)
+			if err != nil {
+				refused[l.ID] = err
+				continue
+			}
+			err = tx.QueryRow(ctx, `UPDATE links SET status = $2, revoked_at = NULL, updated_at = now(),
+				ended_at = CASE WHEN $2 = 'active' THEN NULL ELSE ended_at END
+				WHERE id = $1 RETURNING updated_at`, l.ID, status).Scan(&l.UpdatedAt)
+			if err != nil {
+				return fmt.Errorf("restore link: %w", err)
+			}
+			l.Status, l.RevokedAt = status, nil
+			restored = append(restored, l)
+			evs = append(evs, events.Must(events.LinkRestored, ownerID, l.ID, actor,
+				events.RestoredData{Status: link.EffectiveStatus(status, l.ExpiresAt, time.Now())}))
+		}
+		for _, id := range ids {
+			if !seen[id] {
+				refused[id] = apperr.LinkNotFound()
+			}
+		}
+		return insertEvents(ctx, tx, evs...)
 	})
-	return out, err
+	return restored, refused, err
 }
 
 // tagsArg is a link's tags as a parameter: NULL for none, so untagged
