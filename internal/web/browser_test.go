@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -396,6 +397,33 @@ func TestBrowserWrongCodeThenRight(t *testing.T) {
 	b.noCSPViolations()
 	b.submit(chromedp.Click(chromedp.CSS(`a[href$="target=map.pdf"]`)))
 	reachedStorage(b, e, "map.pdf")
+}
+
+// A link whose policy asks for 8 digits: the page says so, and the code
+// typed as people copy it (with a space) keeps all 8 digits in a real
+// browser, where the script that cleans the input runs.
+func TestBrowserEightDigitCode(t *testing.T) {
+	t.Parallel()
+	b := newTab(t, desktopW, desktopH)
+	e := newEnv(t, envOpts{mail: true, brand: brandForScreens})
+	l := e.create(t, linkSpec{auth: emailOTP("eight@example.com"), otp: map[string]any{"code_length": 8, "code_ttl": 300}})
+	b.navigate(e.URL + l.Path)
+	b.submit(chromedp.Click(chromedp.CSS(`form[action$="/send-code"] button`)))
+	if p := b.text("main"); !strings.Contains(p, "We sent an 8-digit code") || !strings.Contains(p, "for 5 minutes") {
+		b.fail("the code page does not describe the link's codes: %q", p)
+	}
+	msg := e.smtp.WaitMessages(t, 1, 20*time.Second)[0].Text
+	code := regexp.MustCompile(`(?m)^\s+(\d{8})\s*$`).FindStringSubmatch(msg)
+	if code == nil {
+		t.Fatalf("no 8-digit code in the email:\n%s", msg)
+	}
+	b.do(chromedp.SendKeys(chromedp.CSS("#code"), code[1][:4]+" "+code[1][4:]))
+	if v := eval[string](b, `document.getElementById('code').value`); v != code[1] {
+		b.fail("code field holds %q, want the 8 digits %q", v, code[1])
+	}
+	b.noCSPViolations()
+	b.submit(chromedp.Click(chromedp.CSS(`form[action$="/unlock"] button`)))
+	reachedStorage(b, e, "plan.pdf")
 }
 
 func TestBrowserExpiredLink(t *testing.T) {

@@ -33,12 +33,14 @@
     tick();
   });
 
-  // Code input: accept pasted codes with spaces or dashes, keep 6 digits.
+  // Code input: accept pasted codes with spaces or dashes, keep as many
+  // digits as the link's codes have (the server's maxlength says how many).
   var code = document.getElementById('code');
   if (code) {
+    var length = parseInt(code.getAttribute('maxlength'), 10) || 10;
     code.removeAttribute('maxlength');
     code.addEventListener('input', function () {
-      var digits = code.value.replace(/\D/g, '').slice(0, 6);
+      var digits = code.value.replace(/\D/g, '').slice(0, length);
       if (digits !== code.value) code.value = digits;
     });
   }
