@@ -298,6 +298,18 @@ func (s *Server) restoreLink(w http.ResponseWriter, r *http.Request, o link.Owne
 	return nil
 }
 
+// checkLinkIDs: an id that is no link id at all is the caller's mistake,
+// and said so (ids that are well formed but not the caller's are answered
+// per id).
+func checkLinkIDs(ids []string) error {
+	for i, id := range ids {
+		if !isUUID(id) {
+			return apperr.Field(fmt.Sprintf("ids[%d]", i), "invalid_id", "ids[%d] must be a link id", i)
+		}
+	}
+	return nil
+}
+
 // restoreLinks undoes revokes of up to 100 links in one transaction and
 // lists each id back as restored or not, with why.
 func (s *Server) restoreLinks(w http.ResponseWriter, r *http.Request, o link.Owner) error {
@@ -307,10 +319,8 @@ func (s *Server) restoreLinks(w http.ResponseWriter, r *http.Request, o link.Own
 	if err := decode(w, r, &body); err != nil {
 		return err
 	}
-	for i, id := range body.IDs {
-		if !isUUID(id) {
-			return apperr.Field(fmt.Sprintf("ids[%d]", i), "invalid_id", "ids[%d] must be a link id", i)
-		}
+	if err := checkLinkIDs(body.IDs); err != nil {
+		return err
 	}
 	views, refused, err := s.svc.RestoreMany(r.Context(), o, body.IDs)
 	if err != nil {
@@ -374,12 +384,9 @@ func (s *Server) revokeLinks(w http.ResponseWriter, r *http.Request, o link.Owne
 		writeJSON(w, http.StatusOK, map[string]any{"revoked": revoked, "not_found": []string{}})
 		return nil
 	}
-	// The answer lists each id back as revoked or not found: an id that
-	// is no link id at all is the caller's mistake, and said so.
-	for i, id := range body.IDs {
-		if !isUUID(id) {
-			return apperr.Field(fmt.Sprintf("ids[%d]", i), "invalid_id", "ids[%d] must be a link id", i)
-		}
+	// The answer lists each id back as revoked or not found.
+	if err := checkLinkIDs(body.IDs); err != nil {
+		return err
 	}
 	revoked, notFound, err := s.svc.Revoke(r.Context(), o, body.IDs)
 	if err != nil {
