@@ -142,6 +142,7 @@ func TestMissingOrUnreachableDependencyIsOneClearLine(t *testing.T) {
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--otp-code-length", "5"}, "OTP_*: code length 5: must be 6 to 10 digits"},
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--otp-ttl", "30m"}, "OTP_*: code lifetime 30m0s: must be 1m0s to 10m0s"},
 		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--default-expiry", "9000h"}, "DEFAULT_EXPIRY: 9000h0m0s is not within MAX_EXPIRY (8760h0m0s)"},
+		{[]string{"serve", "--database-url", dbURL, "--nats-url", natsURL, "--sharelinks-secret", testkit.TestSecret, "--password-max-attempts", "0"}, "PASSWORD_MAX_ATTEMPTS: 0: must be 1 to 20"},
 	}
 	for _, c := range cases {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +101,59 @@ func TestOwnerPolicyFromTheCLIReachesARunningAPI(t *testing.T) {
 		t.Fatalf("clear: %v %s", err, out)
 	}
 	testkit.Eventually(t, 5*time.Second, func() bool { p = get(); return p.MaxExpiry == 365*24*3600 }, "the cleared policy reaches the api")
+}
+
+// PASSWORD_MAX_ATTEMPTS and PASSWORD_LOCKOUT reach the service: with 2,
+// the third wrong password finds the link locked for the lockout given.
+func TestPasswordLockoutSettings(t *testing.T) {
+	dbURL := testkit.Database(t)
+	natsURL, _ := testkit.NATS(t)
+	ctx := context.Background()
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	if err := run(ctx, []string{"keys", "create", "--owner", "acme", "--database-url", dbURL}, &out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	key := lines[len(lines)-1]
+	base, _ := startServe(t, dbURL, natsURL, "--password-max-attempts", "2", "--password-lockout", "7m")
+	post := func(path, bearer, body string) *http.Response {
+		t.Helper()
+		req, _ := http.NewRequest("POST", base+path, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+bearer)
+		}
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	r := post("/v1/links", key, `{"links":[{"targets":[{"id":"a","type":"file"}],"link_type":"view",
+		"expires_at":"`+time.Now().Add(time.Hour).UTC().Format(time.RFC3339)+`",
+		"authenticators":[{"auth_type":"password","auth_context":"correct horse"}]}]}`)
+	var made struct{ Links []struct{ URL string } }
+	if err := json.NewDecoder(r.Body).Decode(&made); err != nil || len(made.Links) != 1 {
+		t.Fatalf("create: %d %v", r.StatusCode, err)
+	}
+	r.Body.Close()
+	path := made.Links[0].URL[strings.Index(made.Links[0].URL, "/s/"):]
+	var codes []int
+	var retry string
+	for range 3 {
+		r := post(path+"/verify", "", `{"password":"wrong horse"}`)
+		r.Body.Close()
+		codes = append(codes, r.StatusCode)
+		retry = r.Header.Get("Retry-After")
+	}
+	if codes[0] != 401 || codes[1] != 401 || codes[2] != 429 {
+		t.Fatalf("three wrong passwords with a limit of 2: %v", codes)
+	}
+	if secs, _ := strconv.Atoi(retry); secs < 400 || secs > 420 {
+		t.Fatalf("Retry-After %q, want the 7-minute lockout", retry)
+	}
 }

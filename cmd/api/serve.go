@@ -49,6 +49,8 @@ type serveConfig struct {
 	RestoreWindow       time.Duration
 	GrantTTL            time.Duration
 	OTP                 link.OTPLimits
+	PasswordAttempts    int
+	PasswordLockout     time.Duration
 	SessionTTL          time.Duration
 	DBMaxConns          int
 	ShutdownTimeout     time.Duration
@@ -88,6 +90,8 @@ func serve(ctx context.Context, args []string) error {
 		"codes one address or number may be sent in any hour, across links")
 	set.Duration(&c.RestoreWindow, "RESTORE_WINDOW", 7*24*time.Hour,
 		"how long after a revocation the owner may restore the link under the same URL (0: revocations are final)")
+	set.Int(&c.PasswordAttempts, "PASSWORD_MAX_ATTEMPTS", 5, "wrong passwords before a link's verification locks (1-20)")
+	set.Duration(&c.PasswordLockout, "PASSWORD_LOCKOUT", 15*time.Minute, "how long a link's verification stays locked (1m-24h)")
 	set.Duration(&c.GrantTTL, "GRANT_TTL", 60*time.Second, "lifetime of a signed grant")
 	set.Duration(&c.SessionTTL, "ACCESS_TTL", 30*time.Minute, "lifetime of a recipient's access token")
 	set.Int(&c.DBMaxConns, "DB_MAX_CONNS", 16, "Postgres pool size")
@@ -110,6 +114,12 @@ func serve(ctx context.Context, args []string) error {
 	}
 	if c.MaxAccessCount < 0 {
 		return fmt.Errorf("MAX_ACCESS_COUNT: %d; use 0 for no rule", c.MaxAccessCount)
+	}
+	if c.PasswordAttempts < 1 || c.PasswordAttempts > 20 {
+		return fmt.Errorf("PASSWORD_MAX_ATTEMPTS: %d: must be 1 to 20", c.PasswordAttempts)
+	}
+	if c.PasswordLockout < time.Minute || c.PasswordLockout > 24*time.Hour {
+		return fmt.Errorf("PASSWORD_LOCKOUT: %s: must be 1m to 24h", c.PasswordLockout)
 	}
 	if err := c.OTP.Check(); err != nil {
 		return fmt.Errorf("OTP_*: %w", err)
@@ -188,6 +198,7 @@ func serve(ctx context.Context, args []string) error {
 		Policy: link.Policy{MaxExpiry: c.MaxExpiry, DefaultExpiry: c.DefaultExpiry, MaxAccessCount: c.MaxAccessCount,
 			ForbidOpenLinks: c.ForbidOpenLinks, DefaultPhoneZone: c.PhoneRegion, SMSRegions: smsRegions},
 		SessionTTL: c.SessionTTL, NotifyPerHour: c.NotifyPerHour, RemindBefore: c.RemindBefore, OTP: c.OTP,
+		VerifyLimit: c.PasswordAttempts, LockFor: c.PasswordLockout,
 		RestoreWindow: c.RestoreWindow,
 	})
 	auditSigner, err := evidence.NewSigner(c.Keys.AuditKey(), strings.TrimRight(c.PublicBaseURL, "/"))
