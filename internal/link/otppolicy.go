@@ -10,7 +10,7 @@ import (
 // OTPPolicy is how the one-time codes of a link work. On a Link it holds
 // only what the owner set (a zero field takes the operator's default, so
 // a default changed later reaches links that did not choose); in a View
-// and to recipients, what applies (Effective).
+// and to recipients, what applies, every field set (Service.OTPPolicy).
 type OTPPolicy struct {
 	CodeLength  int `json:"code_length,omitempty"`  // digits
 	CodeTTL     int `json:"code_ttl,omitempty"`     // seconds a code works after it is requested
