@@ -39,9 +39,7 @@ func TestCodeVerifyOutsideTheLinksNetworks(t *testing.T) {
 		t.Fatalf("code request from inside: %d %s", r.Status, r.Body)
 	}
 	code := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE status = 'sent'`) == 1
-	}, "the code is recorded as sent")
+	waitCodeSent(t, st, l.ID)
 
 	away := netip.MustParseAddr("198.51.100.7")
 	token := strings.TrimPrefix(l.path(), "/s/")

@@ -130,9 +130,7 @@ func TestOTPPolicyOfALinkGovernsItsCodes(t *testing.T) {
 		t.Fatalf("a new code: %d %s", r.Status, r.Body)
 	}
 	second := regexp.MustCompile(`\b\d{8}\b`).FindString(tw.WaitMessages(t, 2, 10*time.Second)[1].Body)
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE link_id = $1 AND status = 'sent'`, l.ID) == 1
-	}, "the second code recorded sent")
+	waitCodeSent(t, st, l.ID)
 	r = st.Do(t, "PATCH", "/v1/links/"+l.ID, key, map[string]any{"otp_policy": map[string]any{"code_length": 6}})
 	if r.Status != 200 {
 		t.Fatalf("patch: %d %s", r.Status, r.Body)
@@ -161,9 +159,7 @@ func TestOTPPolicyOfALinkGovernsItsCodes(t *testing.T) {
 	if third == nil {
 		t.Fatal("no 6-digit code under the new policy")
 	}
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE link_id = $1 AND status = 'sent'`, l.ID) == 1
-	}, "the third code recorded sent")
+	waitCodeSent(t, st, l.ID)
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": third[1]}); r.Status != 200 {
 		t.Fatalf("the 6-digit code under the new policy: %d %s", r.Status, r.Body)
 	}
@@ -282,9 +278,7 @@ func TestParallelWrongCodesCannotOutrunALinksLimit(t *testing.T) {
 		t.Fatalf("otp: %d %s", r.Status, r.Body)
 	}
 	code := codeRe.FindStringSubmatch(tw.WaitMessages(t, 1, 10*time.Second)[0].Body)[1]
-	testkit.Eventually(t, 10*time.Second, func() bool {
-		return st.Count(t, `SELECT count(*) FROM otp_challenges WHERE status = 'sent'`) == 1
-	}, "the code recorded sent")
+	waitCodeSent(t, st, l.ID)
 	const guesses = 20
 	counts := guessAtOnce(t, st, l, code, guesses)
 	if counts["invalid_code"] != 1 || counts["code_locked"] != guesses-1 {
