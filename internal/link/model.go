@@ -133,10 +133,9 @@ type CodeAttempt struct {
 
 // CodeOutcome is what a CodeAttempt did.
 type CodeOutcome struct {
-	Link      Link      // as it was before the attempt
+	Link      Link      // as the attempt left it
 	Challenge Challenge // the challenge charged: its stored hash and the attempts used, this one included
-	Matched   bool      // the code was right and the challenge is used up
-	Counted   bool      // the access was counted and the session opened (not when the link was used up meanwhile)
+	Counted   bool      // the code was right: it is used, the access counted and the session opened
 }
 
 // Challenge is one one-time-code request of an OTP link. The code itself
