@@ -376,6 +376,13 @@ func atoi(s string) int {
 // an email-code link for to, requests its code and returns it as mailed.
 func codeSent(t *testing.T, to string) (*testkit.Stack, created, string) {
 	t.Helper()
+	st, l, code, _ := codeSentBy(t, to)
+	return st, l, code
+}
+
+// codeSentBy is codeSent with the mail server the codes go to.
+func codeSentBy(t *testing.T, to string) (*testkit.Stack, created, string, *testkit.SMTPServer) {
+	t.Helper()
 	st := testkit.NewStack(t, "", "")
 	key := st.OwnerKey(t, "o")
 	srv := testkit.StartSMTP(t)
@@ -384,7 +391,7 @@ func codeSent(t *testing.T, to string) (*testkit.Stack, created, string) {
 	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
 		t.Fatal(r.Status)
 	}
-	return st, l, codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	return st, l, codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1], srv
 }
 
 // A code verify whose challenge can take an attempt is one statement: it
@@ -580,15 +587,7 @@ func TestWrongCodesLockTheChallenge(t *testing.T) {
 // the one sent after it.
 func TestANewCodeStartsItsOwnAttempts(t *testing.T) {
 	t.Parallel()
-	st := testkit.NewStack(t, "", "")
-	key := st.OwnerKey(t, "o")
-	srv := testkit.StartSMTP(t)
-	startNotifier(t, st, notifierOpts{smtp: srv})
-	l := createLink(t, st, key, emailOTP("ida@example.com"), false)
-	if r := st.Do(t, "POST", l.path()+"/otp", "", nil); r.Status != 202 {
-		t.Fatal(r.Status)
-	}
-	first := codeRe.FindStringSubmatch(srv.WaitMessages(t, 1, 10*time.Second)[0].Text)[1]
+	st, l, first, srv := codeSentBy(t, "ida@example.com")
 	waitCodeSent(t, st, l.ID)
 	for range 5 {
 		st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrongCode(first, 0)})
