@@ -110,7 +110,7 @@ func TestOTPPolicyOfALinkGovernsItsCodes(t *testing.T) {
 	// Two wrong codes lock it, not five.
 	wrong := wrongCode(code[:6], 0) + code[6:]
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "invalid_code" ||
-		!strings.Contains(string(r.Body), "1 attempts left") {
+		!strings.Contains(string(r.Body), "the code is wrong; 1 attempt left") {
 		t.Fatalf("first wrong code: %d %s", r.Status, r.Body)
 	}
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": wrong}); r.ErrorCode() != "code_locked" {

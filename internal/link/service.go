@@ -770,6 +770,9 @@ func (s *Service) compareCode(ctx context.Context, l Link, ch Challenge, code st
 	if left <= 0 {
 		return "", apperr.New(apperr.Unauthorized, "code_locked", "too many wrong codes: request a new code")
 	}
+	if left == 1 {
+		return "", apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong; 1 attempt left")
+	}
 	return "", apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong; %d attempts left", left)
 }
 
