@@ -127,9 +127,9 @@ func seedCodeLinks(ctx context.Context, pool *pgxpool.Pool, keys *secret.Keys, o
 		chIDs[i], codeHashes[i] = ch, keys.CodeHash(hashes[i], code)
 	}
 	b := &pgx.Batch{}
-	b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient, targets, expires_at, code_challenge)
-		SELECT id, $2, h, s, 'view', 'sms_otp', '+15555550100', $5, now() + interval '1 day', c
-		FROM unnest($1::uuid[], $3::bytea[], $4::bytea[], $6::uuid[]) AS t(id, h, s, c)`, linkIDs, ownerID, hashes, sealed, benchTargets, chIDs)
+	b.Queue(`INSERT INTO links (id, owner_id, token_hash, token_sealed, link_type, auth_type, recipient, targets, expires_at)
+		SELECT id, $2, h, s, 'view', 'sms_otp', '+15555550100', $5, now() + interval '1 day'
+		FROM unnest($1::uuid[], $3::bytea[], $4::bytea[]) AS t(id, h, s)`, linkIDs, ownerID, hashes, sealed, benchTargets)
 	b.Queue(`INSERT INTO otp_challenges (id, link_id, channel, recipient, status, code_hash, sent_at, expires_at)
 		SELECT c, l, 'sms', '+15555550100', 'sent', h, now(), now() + interval '30 minutes'
 		FROM unnest($1::uuid[], $2::uuid[], $3::bytea[]) AS t(c, l, h)`, chIDs, linkIDs, codeHashes)

@@ -48,8 +48,7 @@ func TestCodeVerifyOutsideTheLinksNetworks(t *testing.T) {
 	if apperr.CodeOf(err) != apperr.Forbidden {
 		t.Fatalf("the right code from another network: %v", err)
 	}
-	if n := st.Count(t, `SELECT count(*) FROM links l JOIN otp_challenges c ON c.id = l.code_challenge
-		WHERE l.code_tries = 0 AND NOT l.code_used AND c.status = 'sent'`); n != 1 {
+	if n := st.Count(t, `SELECT count(*) FROM otp_challenges WHERE wrong_codes = 0 AND status = 'sent'`); n != 1 {
 		t.Fatal("a refused verify charged or used the challenge")
 	}
 	if r := st.Do(t, "POST", l.path()+"/verify", "", map[string]string{"code": code}); r.Status != 200 {

@@ -104,8 +104,8 @@ func TestOTPPolicyOfALinkGovernsItsCodes(t *testing.T) {
 	if r.Status != 400 || r.ErrorCode() != "invalid_code_format" || !strings.Contains(string(r.Body), "8 digits") {
 		t.Fatalf("6 digits for an 8-digit code: %d %s", r.Status, r.Body)
 	}
-	if n := st.Count(t, `SELECT code_tries FROM links WHERE id = $1`, l.ID); n != 0 {
-		t.Fatalf("a code of the wrong length was charged: %d attempts", n)
+	if n := st.Count(t, `SELECT wrong_codes FROM otp_challenges WHERE link_id = $1`, l.ID); n != 0 {
+		t.Fatalf("a code of the wrong length was charged: wrong_codes %d", n)
 	}
 	// Two wrong codes lock it, not five.
 	wrong := wrongCode(code[:6], 0) + code[6:]
@@ -284,7 +284,7 @@ func TestParallelWrongCodesCannotOutrunALinksLimit(t *testing.T) {
 	if counts["invalid_code"] != 1 || counts["code_locked"] != guesses-1 {
 		t.Fatalf("%d parallel wrong codes against a limit of 2: %v", guesses, counts)
 	}
-	if n := st.Count(t, `SELECT code_tries FROM links WHERE id = $1`, l.ID); n != 2 {
-		t.Fatalf("%d attempts charged, want 2", n)
+	if n := st.Count(t, `SELECT wrong_codes FROM otp_challenges`); n != 2 {
+		t.Fatalf("wrong_codes %d, want 2", n)
 	}
 }

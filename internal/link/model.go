@@ -133,9 +133,10 @@ type CodeAttempt struct {
 
 // CodeOutcome is what a CodeAttempt did.
 type CodeOutcome struct {
-	Link      Link      // as the attempt left it
+	Link      Link      // as it was before the attempt
 	Challenge Challenge // the challenge charged: its stored hash and the attempts used, this one included
-	Counted   bool      // the code was right: it is used, the access counted and the session opened
+	Matched   bool      // the code was right and the challenge is used up
+	Counted   bool      // the access was counted and the session opened (not when the link was used up meanwhile)
 }
 
 // Challenge is one one-time-code request of an OTP link. The code itself

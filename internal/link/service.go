@@ -46,9 +46,9 @@ type Store interface {
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
 	LinkAndChallenge(ctx context.Context, tokenHash []byte) (Link, *Challenge, error)
-	ChargeCodeAttempt(ctx context.Context, l Link, challengeID string) (int, error)
+	ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error)
 	AttemptCode(ctx context.Context, a CodeAttempt) (CodeOutcome, error)
-	FailCode(ctx context.Context, l Link, used, limit int, actor events.Actor) error
+	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
 	AuditChain(ctx context.Context, ownerID, linkID string,
 		start func(head evidence.Head, unsealed int64) error, entry func(evidence.Entry) error) error
@@ -594,6 +594,8 @@ func (s *Service) Verify(ctx context.Context, token string, in VerifyInput, acto
 		switch {
 		case err == nil && out.Counted:
 			return Access{Token: sessTok, ExpiresIn: s.cfg.SessionTTL, Link: out.Link}, nil
+		case err == nil && out.Matched:
+			return Access{}, apperr.LinkNotFound() // used up by the accesses that beat this one
 		case err == nil:
 			// A wrong code, or one hashed the earlier way: the attempt
 			// is charged, so compare as the full path does.
@@ -734,7 +736,7 @@ func (s *Service) checkCode(ctx context.Context, l Link, ch *Challenge, code str
 		// A code of the wrong length is a slip, not a guess: it is not charged.
 		return "", apperr.Field("code", "invalid_code_format", "the code is %d digits", ch.CodeLength)
 	}
-	used, err := s.store.ChargeCodeAttempt(ctx, l, ch.ID)
+	used, err := s.store.ChargeCodeAttempt(ctx, ch.ID)
 	if err != nil {
 		return "", err
 	}
@@ -763,7 +765,7 @@ func (s *Service) compareCode(ctx context.Context, l Link, ch Challenge, code st
 	if current || earlier {
 		return ch.ID, nil
 	}
-	if err := s.store.FailCode(ctx, l, used, ch.MaxAttempts, actor); err != nil {
+	if err := s.store.FailCode(ctx, l, ch.ID, used, ch.MaxAttempts, actor); err != nil {
 		return "", err
 	}
 	left := ch.MaxAttempts - used

@@ -136,15 +136,17 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 	}
 	var count *int
 	var status *string
-	// With a challenge, the link's count of its code's use is the check
-	// that the code is used once (migration 018): the challenge is read.
+	var consumed bool
 	sql := `
-		WITH upd AS (
-			UPDATE links SET ` + CountAccessSet + `, code_used = code_used OR $2::uuid IS NOT NULL
+		WITH ch AS (
+			UPDATE otp_challenges SET status = 'verified', updated_at = now()
+			WHERE $2::uuid IS NOT NULL AND id = $2::uuid AND status IN ('pending', 'sent') AND expires_at > now()
+			RETURNING id
+		), upd AS (
+			UPDATE links SET ` + CountAccessSet + `
 			WHERE id = $1 AND status = 'active' AND expires_at > now()
 				AND (max_access_count IS NULL OR access_count < max_access_count)
-				AND ($2::uuid IS NULL OR (code_challenge = $2::uuid AND NOT code_used AND EXISTS (
-					SELECT 1 FROM otp_challenges WHERE id = $2::uuid AND status IN ('pending', 'sent') AND expires_at > now())))
+				AND ($2::uuid IS NULL OR EXISTS (SELECT 1 FROM ch))
 				AND ` + networkCheck(14) + `
 			RETURNING access_count, status
 		), sess AS (
@@ -159,31 +161,20 @@ func (s *Store) Access(ctx context.Context, r link.AccessRequest) (link.AccessRe
 			FROM upd WHERE upd.status = 'exhausted'
 			RETURNING payload
 		)` + recordEventsSQL + `
-		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd)`
+		SELECT (SELECT access_count FROM upd), (SELECT status FROM upd), EXISTS (SELECT 1 FROM ch)`
 	err = s.group.run(ctx, r.Link.TokenHash, func(b *pgx.Batch) {
 		b.Queue(sql, r.Link.ID, challenge, sessID, sessHash, sessExp, evID, evSubject, evPre, evPost,
 			ex.ID, ex.Subject(), exPre, exPost, clientIPArg(r.Actor)).QueryRow(func(row pgx.Row) error {
-			return row.Scan(&count, &status)
+			return row.Scan(&count, &status, &consumed)
 		})
 	})
 	if err != nil {
 		return link.AccessResult{}, fmt.Errorf("count access: %w", err)
 	}
 	if count == nil {
-		if r.ChallengeID != "" {
-			// Nothing counted: the code may have been used meanwhile by
-			// another verify, which a fresh read (the statement's
-			// snapshot predates that verify's commit) tells apart from
-			// a link that stopped working.
-			var used bool
-			err := s.pool.QueryRow(ctx, `SELECT code_used OR code_challenge IS DISTINCT FROM $2::uuid FROM links WHERE id = $1`,
-				r.Link.ID, r.ChallengeID).Scan(&used)
-			if err != nil && !errors.Is(err, pgx.ErrNoRows) {
-				return link.AccessResult{}, fmt.Errorf("check code use: %w", err)
-			}
-			if used {
-				return link.AccessResult{}, apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong or has expired")
-			}
+		if r.ChallengeID != "" && !consumed {
+			// Used concurrently by another verify: this one counts nothing.
+			return link.AccessResult{}, apperr.New(apperr.Unauthorized, "invalid_code", "the code is wrong or has expired")
 		}
 		return link.AccessResult{}, apperr.LinkNotFound()
 	}

@@ -15,13 +15,6 @@ func (c *CachedKeys) Listening() bool {
 	return c.live
 }
 
-// MigrateTo moves the schema to version target, up or down (tests of a
-// migration's data).
-func MigrateTo(ctx context.Context, dsn string, target int32) error {
-	_, _, err := migrateTo(ctx, dsn, target)
-	return err
-}
-
 // GroupCommit is the group commit, for tests.
 type GroupCommit = groupCommit
 

@@ -78,11 +78,6 @@ func (s *Store) RequestOTP(ctx context.Context, l link.Link, lim link.OTPLimits,
 			VALUES ($1, $2, $3, $4, $5, $6, $7)`, ch.ID, ch.LinkID, ch.Channel, ch.Recipient, ch.ExpiresAt, ch.CodeLength, ch.MaxAttempts); err != nil {
 			return fmt.Errorf("insert challenge: %w", err)
 		}
-		// The link counts the attempts of its newest challenge (018).
-		if _, err := tx.Exec(ctx, `UPDATE links SET code_challenge = $2, code_tries = 0, code_used = false WHERE id = $1`,
-			l.ID, ch.ID); err != nil {
-			return fmt.Errorf("point the link at its challenge: %w", err)
-		}
 		return insertEvents(ctx, tx, events.Must(events.OTPRequested, l.OwnerID, l.ID, actor,
 			events.OTPData{ChallengeID: ch.ID, Channel: ch.Channel}))
 	})
@@ -98,25 +93,21 @@ func channelOf(authType string) string {
 
 // LinkAndChallenge returns the link whose token hashes to tokenHash and
 // its newest code challenge (nil when none was requested), in one query:
-// a code verify needs both. The attempts used and the use come from the
-// link, which counts them for the challenge it names (migration 018).
+// a code verify needs both.
 func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Link, *link.Challenge, error) {
 	var (
 		id, linkID, channel, recipient, status *string
 		codeHash                               []byte
-		length, attempts                       *int
+		wrong, length, attempts                *int
 		expires                                *time.Time
-		codeChallenge                          *string
-		tries                                  int
-		used                                   bool
 	)
 	l, err := scanLink(s.pool.QueryRow(ctx, `
-		WITH l AS (SELECT `+linkColumns+`, code_challenge::text, code_tries, code_used FROM links WHERE token_hash = $1)
-		SELECT l.*, c.id::text, c.link_id::text, c.channel, c.recipient, c.status, c.code_hash,
+		WITH l AS (SELECT `+linkColumns+` FROM links WHERE token_hash = $1)
+		SELECT l.*, c.id::text, c.link_id::text, c.channel, c.recipient, c.status, c.code_hash, c.wrong_codes,
 			c.code_length, c.max_attempts, c.expires_at
 		FROM l LEFT JOIN LATERAL (
 			SELECT * FROM otp_challenges WHERE otp_challenges.link_id = l.id::uuid ORDER BY created_at DESC LIMIT 1
-		) c ON true`, tokenHash), &codeChallenge, &tries, &used, &id, &linkID, &channel, &recipient, &status, &codeHash, &length, &attempts, &expires)
+		) c ON true`, tokenHash), &id, &linkID, &channel, &recipient, &status, &codeHash, &wrong, &length, &attempts, &expires)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return link.Link{}, nil, apperr.LinkNotFound()
 	}
@@ -126,59 +117,45 @@ func (s *Store) LinkAndChallenge(ctx context.Context, tokenHash []byte) (link.Li
 	if id == nil {
 		return l, nil, nil
 	}
-	ch := &link.Challenge{ID: *id, LinkID: *linkID, Channel: *channel, Recipient: *recipient, Status: *status,
-		CodeHash: codeHash, CodeLength: *length, MaxAttempts: *attempts, ExpiresAt: *expires}
-	if codeChallenge != nil && *codeChallenge == ch.ID && (ch.Status == "pending" || ch.Status == "sent") {
-		ch.WrongCodes = tries
-		switch {
-		case used:
-			ch.Status = "verified"
-		case tries >= ch.MaxAttempts:
-			ch.Status = "locked"
-		}
-	}
-	return l, ch, nil
+	return l, &link.Challenge{ID: *id, LinkID: *linkID, Channel: *channel, Recipient: *recipient, Status: *status,
+		CodeHash: codeHash, WrongCodes: *wrong, CodeLength: *length, MaxAttempts: *attempts, ExpiresAt: *expires}, nil
 }
 
-// attemptCodeSQL is a code verify in one statement (link.CodeAttempt),
-// one row written: the live OTP link whose token hashes to $1, when the
-// challenge it names can take an attempt (its code sent, not used, not
-// expired, under its attempt limit, and as long as the code typed, $2),
-// is charged one attempt and, when the blinded hashes agree, the code is
-// used and the access counted; then, as Access does, the session and the
-// events. The challenge is only read. Parallel attempts serialise on the
-// link's row lock, and each re-checks the limit against the attempt
-// before it once that commits, so no more than the limit are ever
-// compared. It returns nothing when there was nothing to charge.
+// attemptCodeSQL is a code verify in one statement (link.CodeAttempt):
+// the live OTP link whose token hashes to $1; its newest challenge, when
+// it can take an attempt (its code sent, not used, not expired, under its
+// attempt limit, and as long as the code typed, $2), charged one and, when
+// the blinded hashes agree, used up; then, as Access does, the count, the
+// session and the events. The row lock on the challenge serialises
+// parallel attempts, and each re-checks the limit after the one before it
+// commits, so no more than the limit are ever compared. It returns nothing
+// when there was nothing to charge.
 var attemptCodeSQL = `
-	WITH att AS (
-		UPDATE links SET code_tries = code_tries + 1, code_used = m.ok,
-			access_count = access_count + m.ok::int,
-			status = CASE WHEN m.ok AND max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-				THEN 'exhausted' ELSE status END,
-			ended_at = CASE WHEN m.ok AND max_access_count IS NOT NULL AND access_count + 1 >= max_access_count
-				THEN now() ELSE ended_at END,
-			verify_attempts = CASE WHEN m.ok THEN 0 ELSE verify_attempts END,
-			last_accessed_at = CASE WHEN m.ok THEN now() ELSE last_accessed_at END,
-			updated_at = CASE WHEN m.ok THEN now() ELSE updated_at END
-		FROM (SELECT id AS cid, code_hash AS chash, max_attempts AS cmax, status AS cstatus,
-				code_length AS clength, expires_at AS cexpires FROM otp_challenges) c
-			CROSS JOIN LATERAL (SELECT sha256($3::bytea || c.chash) = sha256($3::bytea || $4::bytea) AS ok) m
+	WITH l AS (
+		SELECT ` + linkColumns + ` FROM links
 		WHERE token_hash = $1 AND status = 'active' AND expires_at > now() AND auth_type IN ('email_otp', 'sms_otp')
-			AND (max_access_count IS NULL OR access_count < max_access_count) AND ` + networkCheck(13) + `
-			AND c.cid = code_challenge AND NOT code_used AND code_tries < c.cmax
-			AND c.cstatus IN ('pending', 'sent') AND c.chash IS NOT NULL AND c.clength = $2 AND c.cexpires > now()
-		RETURNING ` + linkColumns + `, c.cid::text AS cid, c.chash, code_tries, c.cmax, m.ok
+			AND ` + networkCheck(13) + `
+	), ch AS (
+		UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now(),
+			status = CASE WHEN sha256($3::bytea || code_hash) = sha256($3::bytea || $4::bytea) THEN 'verified' ELSE status END
+		WHERE id = (SELECT c.id FROM otp_challenges c, l WHERE c.link_id = l.id::uuid ORDER BY c.created_at DESC LIMIT 1)
+			AND status IN ('pending', 'sent') AND code_hash IS NOT NULL AND wrong_codes < max_attempts
+			AND code_length = $2 AND expires_at > now()
+		RETURNING id::text, code_hash, wrong_codes, max_attempts, status = 'verified' AS matched
 	), upd AS (
-		SELECT id::uuid AS id, owner_id::uuid AS owner_id, access_count, status FROM att WHERE ok
+		UPDATE links SET ` + CountAccessSet + `
+		WHERE id = (SELECT id::uuid FROM l) AND status = 'active' AND expires_at > now()
+			AND (max_access_count IS NULL OR access_count < max_access_count)
+			AND EXISTS (SELECT 1 FROM ch WHERE matched)
+		RETURNING id, owner_id, access_count, status
 	)` + sessionOpenedSQL(5) + `
-	SELECT * FROM att`
+	SELECT l.*, ch.*, EXISTS (SELECT 1 FROM upd) FROM l, ch`
 
 // AttemptCode runs a code verify in one statement and one group commit
 // (link.CodeAttempt). When there is nothing to charge (no such live OTP
-// link; no challenge, or one used, expired, unsent, of another length or
-// out of attempts) it is LinkNotFound and charges nothing: the caller then
-// takes the full path, which tells these apart.
+// link; no challenge, or one locked, used, expired, unsent or out of
+// attempts) it is LinkNotFound and charges nothing: the caller then takes
+// the full path, which tells these apart.
 func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeOutcome, error) {
 	sql, args, err := AttemptCodeQuery(a)
 	if err != nil {
@@ -192,7 +169,7 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 		b.Queue(sql, args...).QueryRow(func(r pgx.Row) error {
 			out = link.CodeOutcome{}
 			return row.scanExtra(r, &out.Challenge.ID, &out.Challenge.CodeHash, &out.Challenge.WrongCodes, &out.Challenge.MaxAttempts,
-				&out.Counted)
+				&out.Matched, &out.Counted)
 		})
 	})
 	if err != nil {
@@ -215,10 +192,9 @@ func (s *Store) AttemptCode(ctx context.Context, a link.CodeAttempt) (link.CodeO
 // AttemptCodeQuery is the statement AttemptCode sends for a and its
 // arguments: the benchmark's code-verify ceiling runs exactly this
 // through pgx, so that ceiling cannot drift from the service's SQL. Its
-// one row is the link's columns (after the attempt), the challenge's id,
-// code hash and attempt limit, the attempts used, and whether the code
-// matched and the access was counted; no row when there was nothing to
-// charge.
+// one row is the link's columns, the challenge's id, code hash and
+// attempts used, whether the code matched, and whether the access was
+// counted; no row when there was nothing to charge.
 func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
 	args, err := sessionOpenedArgs(a.Session, a.Actor)
 	if err != nil {
@@ -227,18 +203,14 @@ func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
 	return attemptCodeSQL, append(append([]any{a.TokenHash, a.CodeLength, a.Blind, a.CodeHash}, args...), clientIPArg(a.Actor)), nil
 }
 
-// ChargeCodeAttempt counts a code attempt against the link's challenge
-// before the code is checked and returns the attempts used; a challenge
-// used, ended or out of attempts is code_locked.
-func (s *Store) ChargeCodeAttempt(ctx context.Context, l link.Link, challengeID string) (int, error) {
+// ChargeCodeAttempt counts a code attempt before it is checked and returns
+// the attempts used; a challenge out of attempts is locked.
+func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error) {
 	var n int
-	// Keyed, as every statement that writes a link row, by its token hash.
-	err := s.group.run(ctx, l.TokenHash, func(b *pgx.Batch) {
-		b.Queue(`UPDATE links SET code_tries = code_tries + 1
-			WHERE id = $1 AND code_challenge = $2 AND NOT code_used
-				AND code_tries < (SELECT max_attempts FROM otp_challenges
-					WHERE id = $2 AND status IN ('pending', 'sent') AND expires_at > now())
-			RETURNING code_tries`, l.ID, challengeID).QueryRow(func(row pgx.Row) error {
+	err := s.group.run(ctx, []byte(challengeID), func(b *pgx.Batch) {
+		b.Queue(`UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
+			WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < max_attempts AND expires_at > now()
+			RETURNING wrong_codes`, challengeID).QueryRow(func(row pgx.Row) error {
 			n = 0
 			if err := row.Scan(&n); !errors.Is(err, pgx.ErrNoRows) {
 				return err
@@ -255,14 +227,19 @@ func (s *Store) ChargeCodeAttempt(ctx context.Context, l link.Link, challengeID 
 	return n, nil
 }
 
-// FailCode records a wrong code (the link's count of attempts is what
-// locks the challenge at its limit).
-func (s *Store) FailCode(ctx context.Context, l link.Link, used, limit int, actor events.Actor) error {
-	reason := "bad_code"
-	if used >= limit {
-		reason = "locked"
-	}
+// FailCode records a wrong code; at the limit the challenge locks.
+func (s *Store) FailCode(ctx context.Context, l link.Link, challengeID string, used, limit int, actor events.Actor) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
+		if used >= limit {
+			if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'locked', updated_at = now()
+				WHERE id = $1 AND status IN ('pending', 'sent')`, challengeID); err != nil {
+				return fmt.Errorf("lock challenge: %w", err)
+			}
+		}
+		reason := "bad_code"
+		if used >= limit {
+			reason = "locked"
+		}
 		return insertEvents(ctx, tx, events.Must(events.LinkVerifyFailed, l.OwnerID, l.ID, actor, events.VerifyFailedData{Reason: reason}))
 	})
 }

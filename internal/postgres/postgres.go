@@ -69,12 +69,6 @@ func oneLine(err error) error { return lineError{err} }
 // Migrate applies the embedded migrations. tern holds an advisory lock, so
 // concurrent callers serialise, and applied versions are skipped: idempotent.
 func Migrate(ctx context.Context, dsn string) (from, to int32, err error) {
-	return migrateTo(ctx, dsn, -1)
-}
-
-// migrateTo moves the schema to version target (up or down; -1: the
-// newest).
-func migrateTo(ctx context.Context, dsn string, target int32) (from, to int32, err error) {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return 0, 0, oneLine(fmt.Errorf("connect to %s: %w", Redact(dsn), err))
@@ -94,12 +88,7 @@ func migrateTo(ctx context.Context, dsn string, target int32) (from, to int32, e
 	if from, err = m.GetCurrentVersion(ctx); err != nil {
 		return 0, 0, fmt.Errorf("current schema version: %w", err)
 	}
-	if target < 0 {
-		err = m.Migrate(ctx)
-	} else {
-		err = m.MigrateTo(ctx, target)
-	}
-	if err != nil {
+	if err := m.Migrate(ctx); err != nil {
 		return from, 0, fmt.Errorf("migrate: %w", err)
 	}
 	to, err = m.GetCurrentVersion(ctx)
