@@ -491,9 +491,11 @@ func wrongThenRight(t *testing.T, st *testkit.Stack, l created, code string) {
 	}
 }
 
-// Every update of a challenge, a verify's included, is a HOT update (no
-// index entry written): no index names a column they change
-// (migration 007).
+// Every update of a challenge but the one that records it sent is a HOT
+// update (no index entry written): no index names a column they change
+// (migration 007). Sending sets sent_at, which takes the challenge out of
+// the partial index of unsent codes the reaper's re-emit reads
+// (migration 018): once per code, never on a verify.
 func TestChallengeUpdatesAreHOT(t *testing.T) {
 	t.Parallel()
 	st, l, code := codeSent(t, "hal@example.com")
@@ -521,8 +523,8 @@ func TestChallengeUpdatesAreHOT(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	if upd < 4 || hot != upd {
-		t.Fatalf("challenge updates: %d, of which HOT %d; want at least 4, all HOT", upd, hot)
+	if upd < 4 || upd-hot != 1 {
+		t.Fatalf("challenge updates: %d, of which HOT %d; want at least 4, all but the send HOT", upd, hot)
 	}
 }
 

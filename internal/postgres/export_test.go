@@ -41,3 +41,10 @@ func (g *GroupCommit) Pending() int {
 
 // GroupBusy is how many waiting requests start a round beside the one out.
 const GroupBusy = groupBusy
+
+// The reaper's per-round statements, for tests of the work they do.
+var (
+	AuditSealLagSQL          = auditSealLagSQL
+	DeleteExpiredSessionsSQL = deleteExpiredSessionsSQL
+	ReemitChallengesSQL      = reemitChallengesSQL
+)

@@ -113,17 +113,25 @@ const ChallengeKeep = time.Hour
 func (s *Store) DeleteOldChallenges(ctx context.Context, batch int) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM otp_challenges
 		WHERE id = ANY(ARRAY(SELECT id FROM otp_challenges WHERE expires_at < now() - $2 * interval '1 second'
-			LIMIT $1 FOR UPDATE SKIP LOCKED))`, batch, ChallengeKeep.Seconds())
+			ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED))`, batch, ChallengeKeep.Seconds())
 	if err != nil {
 		return 0, fmt.Errorf("delete old challenges: %w", err)
 	}
 	return int(tag.RowsAffected()), nil
 }
 
+// deleteExpiredSessionsSQL is DeleteExpiredSessions' statement. The
+// ORDER BY makes the plan walk the expiry index from its start whatever
+// the table's statistics say: without it, on a table not analysed yet, it
+// scanned every session each round to find none expired (26 ms at 45,000
+// sessions, BENCHMARKS.md, session 18).
+const deleteExpiredSessionsSQL = `DELETE FROM access_sessions
+	WHERE id = ANY(ARRAY(SELECT id FROM access_sessions WHERE expires_at <= now()
+		ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED))`
+
 // DeleteExpiredSessions removes recipient sessions past their time.
 func (s *Store) DeleteExpiredSessions(ctx context.Context, batch int) (int, error) {
-	tag, err := s.pool.Exec(ctx, `DELETE FROM access_sessions
-		WHERE id = ANY(ARRAY(SELECT id FROM access_sessions WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED))`, batch)
+	tag, err := s.pool.Exec(ctx, deleteExpiredSessionsSQL, batch)
 	if err != nil {
 		return 0, fmt.Errorf("delete sessions: %w", err)
 	}
@@ -154,13 +162,20 @@ func (s *Store) PurgeEnded(ctx context.Context, retention time.Duration, batch i
 	return n, nil
 }
 
-// StaleOutbox counts rows unpublished for longer than age: the relay will
-// take them, and the count is the repair metric (a row may hold a sweep's
-// many events).
+// staleOutboxSQL is StaleOutbox's query. It walks the key index in id
+// order (ids are UUIDv7, so oldest first) and stops after $2 rows: a count
+// over the whole table scanned every row the relay had deleted and no
+// vacuum had removed yet, once a round (264 ms at 58,000 dead rows,
+// BENCHMARKS.md, session 18).
+const staleOutboxSQL = `SELECT count(*) FROM (SELECT created_at FROM outbox ORDER BY id LIMIT $2) o
+	WHERE created_at < now() - $1 * interval '1 second'`
+
+// StaleOutbox counts rows unpublished for longer than age among the
+// oldest staleOutboxCap: the relay will take them, and the count is the
+// repair metric (a row may hold a sweep's many events).
 func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error) {
 	var n int
-	err := s.pool.QueryRow(ctx, `SELECT count(*) FROM outbox
-		WHERE created_at < now() - $1 * interval '1 second'`, age.Seconds()).Scan(&n)
+	err := s.pool.QueryRow(ctx, staleOutboxSQL, age.Seconds(), staleOutboxCap).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("count stale outbox rows: %w", err)
 	}
@@ -169,6 +184,9 @@ func (s *Store) StaleOutbox(ctx context.Context, age time.Duration) (int, error)
 	}
 	return n, nil
 }
+
+// staleOutboxCap bounds StaleOutbox's walk.
+const staleOutboxCap = 10_000
 
 // reemitted continues a WITH whose CTE "stuck" returns the rows to re-emit
 // an event of type typ for (with link_id and owner_id; data builds the
@@ -225,21 +243,13 @@ func (s *Store) ReemitStuckNotifications(ctx context.Context, fresh, stale time.
 }
 
 // ReemitStuckChallenges does the same for code requests never attempted.
+// A pending challenge has never been sent (sending sets sent_at), so the
+// partial index otp_challenges_unsent (migration 018) finds them: without
+// it every round scanned every challenge not yet expired (70 ms at 42,000
+// challenges, BENCHMARKS.md, session 18).
 func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, batch int) (int, error) {
-	q := `
-		WITH stuck AS (
-			UPDATE otp_challenges c SET updated_at = now()
-			FROM links l
-			WHERE l.id = c.link_id AND c.id IN (
-				SELECT id FROM otp_challenges
-				WHERE status = 'pending' AND expires_at > now() AND (claimed_until IS NULL OR claimed_until < now())
-				AND updated_at < now() - $1 * interval '1 second'
-				LIMIT $2 FOR UPDATE SKIP LOCKED)
-			RETURNING c.id AS challenge_id, c.link_id, l.owner_id, c.channel
-		)` + reemitted("$3", events.OTPRequested,
-		`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`)
 	var n int
-	err := s.pool.QueryRow(ctx, q, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested).Scan(&n)
+	err := s.pool.QueryRow(ctx, reemitChallengesSQL, fresh.Seconds(), batch, events.SubjectPrefix+events.OTPRequested).Scan(&n)
 	if err != nil {
 		return 0, fmt.Errorf("re-emit challenges: %w", err)
 	}
@@ -248,6 +258,20 @@ func (s *Store) ReemitStuckChallenges(ctx context.Context, fresh time.Duration, 
 	}
 	return n, nil
 }
+
+// reemitChallengesSQL is ReemitStuckChallenges' statement.
+var reemitChallengesSQL = `
+		WITH stuck AS (
+			UPDATE otp_challenges c SET updated_at = now()
+			FROM links l
+			WHERE l.id = c.link_id AND c.id IN (
+				SELECT id FROM otp_challenges
+				WHERE sent_at IS NULL AND status = 'pending' AND expires_at > now() AND (claimed_until IS NULL OR claimed_until < now())
+				AND updated_at < now() - $1 * interval '1 second'
+				LIMIT $2 FOR UPDATE SKIP LOCKED)
+			RETURNING c.id AS challenge_id, c.link_id, l.owner_id, c.channel
+		)` + reemitted("$3", events.OTPRequested,
+	`'{"challenge_id":"' || e.challenge_id || '","channel":"' || e.channel || '"}'`)
 
 // RemindUnopened takes up to batch notifications whose reminder is due
 // (each once: remind_at is cleared) and, for each link still active and
