@@ -109,7 +109,8 @@ func (s *Store) ExpireChallenges(ctx context.Context, batch int) (int, error) {
 const ChallengeKeep = time.Hour
 
 // DeleteOldChallenges removes OTP challenges that expired more than
-// ChallengeKeep ago.
+// ChallengeKeep ago, oldest first: ordered, the plan walks the expiry
+// index whatever the statistics say (as deleteExpiredSessionsSQL).
 func (s *Store) DeleteOldChallenges(ctx context.Context, batch int) (int, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM otp_challenges
 		WHERE id = ANY(ARRAY(SELECT id FROM otp_challenges WHERE expires_at < now() - $2 * interval '1 second'
