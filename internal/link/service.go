@@ -46,7 +46,7 @@ type Store interface {
 	SessionLink(ctx context.Context, tokenHash, sessionHash []byte) (Link, error)
 	RequestOTP(ctx context.Context, l Link, lim OTPLimits, actor events.Actor) (Challenge, error)
 	LinkAndChallenge(ctx context.Context, tokenHash []byte) (Link, *Challenge, error)
-	ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error)
+	ChargeCodeAttempt(ctx context.Context, l Link, challengeID string) (int, error)
 	AttemptCode(ctx context.Context, a CodeAttempt) (CodeOutcome, error)
 	FailCode(ctx context.Context, l Link, challengeID string, used, limit int, actor events.Actor) error
 	ListAudit(ctx context.Context, ownerID string, q AuditQuery) ([]events.Event, error)
@@ -736,7 +736,7 @@ func (s *Service) checkCode(ctx context.Context, l Link, ch *Challenge, code str
 		// A code of the wrong length is a slip, not a guess: it is not charged.
 		return "", apperr.Field("code", "invalid_code_format", "the code is %d digits", ch.CodeLength)
 	}
-	used, err := s.store.ChargeCodeAttempt(ctx, ch.ID)
+	used, err := s.store.ChargeCodeAttempt(ctx, l, ch.ID)
 	if err != nil {
 		return "", err
 	}

@@ -203,11 +203,15 @@ func AttemptCodeQuery(a link.CodeAttempt) (string, []any, error) {
 	return attemptCodeSQL, append(append([]any{a.TokenHash, a.CodeLength, a.Blind, a.CodeHash}, args...), clientIPArg(a.Actor)), nil
 }
 
-// ChargeCodeAttempt counts a code attempt before it is checked and returns
-// the attempts used; a challenge out of attempts is locked.
-func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string) (int, error) {
+// ChargeCodeAttempt counts an attempt at l's challenge before the code is
+// checked and returns the attempts used; a challenge out of attempts is
+// locked.
+func (s *Store) ChargeCodeAttempt(ctx context.Context, l link.Link, challengeID string) (int, error) {
 	var n int
-	err := s.group.run(ctx, []byte(challengeID), func(b *pgx.Batch) {
+	// Keyed by the link's token hash, as AttemptCode and Access, which lock
+	// the same challenge row: keyed by the challenge's id, a round could
+	// lock challenges in an order another round reverses.
+	err := s.group.run(ctx, l.TokenHash, func(b *pgx.Batch) {
 		b.Queue(`UPDATE otp_challenges SET wrong_codes = wrong_codes + 1, updated_at = now()
 			WHERE id = $1 AND status IN ('pending', 'sent') AND wrong_codes < max_attempts AND expires_at > now()
 			RETURNING wrong_codes`, challengeID).QueryRow(func(row pgx.Row) error {
@@ -230,15 +234,13 @@ func (s *Store) ChargeCodeAttempt(ctx context.Context, challengeID string) (int,
 // FailCode records a wrong code; at the limit the challenge locks.
 func (s *Store) FailCode(ctx context.Context, l link.Link, challengeID string, used, limit int, actor events.Actor) error {
 	return s.inTx(ctx, func(tx pgx.Tx) error {
+		reason := "bad_code"
 		if used >= limit {
+			reason = "locked"
 			if _, err := tx.Exec(ctx, `UPDATE otp_challenges SET status = 'locked', updated_at = now()
 				WHERE id = $1 AND status IN ('pending', 'sent')`, challengeID); err != nil {
 				return fmt.Errorf("lock challenge: %w", err)
 			}
-		}
-		reason := "bad_code"
-		if used >= limit {
-			reason = "locked"
 		}
 		return insertEvents(ctx, tx, events.Must(events.LinkVerifyFailed, l.OwnerID, l.ID, actor, events.VerifyFailedData{Reason: reason}))
 	})
